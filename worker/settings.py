@@ -1,0 +1,77 @@
+"""The one place that reads the environment: every knob is a `MODQ_*` variable."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = REPO_ROOT / "models" / "modq-listings.onnx"
+DEFAULT_POLICY = REPO_ROOT / "policies" / "default.toml"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Lists are comma-separated in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="MODQ_", extra="ignore")
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    model_path: Path = DEFAULT_MODEL
+    policy_path: Path = DEFAULT_POLICY
+    data_dir: Path = REPO_ROOT / ".modq-data"
+    # Real photos for the demo, tests and benchmarks; never copied into the repository.
+    datasets_dir: Path = REPO_ROOT.parent / "shared" / "datasets"
+
+    # Photo sources. Local paths must sit under one of `image_roots`; URLs must name a host in
+    # `allowed_hosts` ("*" = any public host). Loopback, private and link-local addresses are
+    # refused unless the host is also listed in `private_hosts` (for on-premise image stores).
+    image_roots: CommaList = Field(default_factory=list)
+    allowed_hosts: CommaList = Field(default_factory=list)
+    private_hosts: CommaList = Field(default_factory=list)
+    fetch_timeout_s: float = 5.0
+    fetch_retries: int = 2
+    max_image_bytes: int = 20 * 1024 * 1024
+    # Pixels checked from the header before any decode: stops decompression bombs.
+    max_image_pixels: int = 50_000_000
+
+    # Batching: the worker buffers up to `batch_size` listings or `batch_interval_s` seconds.
+    batch_size: int = 32
+    batch_interval_s: float = 0.5
+    decode_threads: int = 4
+
+    # Inference: "auto" picks TensorRT (if `tensorrt`), CUDA, then CPU from what ORT offers.
+    providers: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
+    intra_op_threads: int = 0
+    gpu: int | None = None
+
+    # Transient failures (database down, broker hiccup) are retried this often with backoff.
+    max_retries: int = 5
+    retry_backoff_s: float = 2.0
+    visibility_timeout_s: int = 3600
+
+    queue_new: str = "moderation.new"
+    queue_backfill: str = "moderation.backfill"
+    log_level: str = "INFO"
+
+    @field_validator("image_roots", "allowed_hosts", "private_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def image_root_paths(self) -> list[Path]:
+        return [Path(root).expanduser().resolve() for root in self.image_roots]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
