@@ -1,0 +1,68 @@
+"""Typed messages passed between pipeline stages.
+
+They carry ids, references, scores and reasons; never image bytes or ORM objects, so
+any stage can be serialised, logged or moved to another process.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Decision = Literal["approve", "reject", "review"]
+Source = Literal["new", "backfill"]
+Scored = tuple[str, float]
+
+
+class PhotoResult(BaseModel):
+    """What the model (and detectors) said about one photo, or why it could not say."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    ref: str
+    top: list[Scored] = Field(default_factory=list)
+    declared_prob: float | None = None
+    # Detector scores keyed "detector.label", e.g. "prohibited.firearm".
+    detectors: dict[str, float] = Field(default_factory=dict)
+    error_code: str | None = None
+    error: str | None = None
+    fetch_ms: float = 0.0
+    decode_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None
+
+
+class Verdict(BaseModel):
+    """The decision for one listing version under one model and one policy."""
+
+    model_config = ConfigDict(frozen=True)
+
+    listing_id: str
+    listing_version: int
+    declared_category: str
+    decision: Decision
+    reasons: list[str]
+    suggested: list[Scored]
+    best_photo: int | None
+    # Category probabilities aggregated over the readable photos.
+    scores: dict[str, float]
+    photos: list[PhotoResult]
+    model_version: str
+    policy_version: str
+    timings: dict[str, float] = Field(default_factory=dict)
+    source: Source = "new"
+
+
+class RejectedEvent(BaseModel):
+    """An event that could not be moderated at all, kept with its raw payload and reason."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stage: Literal["submit", "worker"]
+    reason: str
+    payload: str
+    listing_id: str | None = None
