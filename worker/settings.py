@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     batch_size: int = 32
     batch_interval_s: float = 0.5
     decode_threads: int = 4
+    # Photos per ONNX call: inference starts on the first `infer_batch` decoded photos while
+    # the rest of the batch still decodes; a batch under this size is one call.
+    infer_batch: int = 128
 
     # Inference: "auto" picks TensorRT (if `tensorrt`), CUDA, then CPU from what ORT offers.
     providers: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"

@@ -1,0 +1,51 @@
+# modq: `make demo` and `make test` are the two set-up commands (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Real photos live beside the repository and are never copied into it.
+export MODQ_DATASETS_DIR ?= $(abspath ../shared/datasets)
+
+.PHONY: install install-train demo test lint format typecheck model bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+# torch + torchvision from PyPI (the CUDA build, which runs on CPU too): about a minute.
+$(VENV)/.train: $(VENV)/.runtime
+	$(BIN)/pip install -q -e ".[dev,train]"
+	touch $@
+
+install: $(VENV)/.runtime
+install-train: $(VENV)/.train
+
+demo: install
+	$(BIN)/modq demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+test: install-train lint typecheck
+	$(BIN)/pytest
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Retrain the shipped model from ../shared/datasets/listings-v1 (about 30 minutes on 2 cores).
+model: install-train
+	$(BIN)/modq-train all --data $(MODQ_DATASETS_DIR)/listings-v1 --out runs/listings-v1
+
+bench: install
+	$(BIN)/python bench/bench_pipeline.py
+
+clean:
+	rm -rf $(VENV) .modq-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,95 @@
+"""Shared fixtures: real PostgreSQL databases built by the Alembic migrations, real Redis,
+a tiny real ONNX model, and the real photos in ../shared (never copied into the repo)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from tests.modelkit import build_tiny_model
+from worker.settings import Settings
+
+# The server the tests create their throwaway databases on; `postgres` is the maintenance db.
+PG_ADMIN_URL = os.environ.get(
+    "MODQ_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_TEST_URL = os.environ.get("MODQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def create_database(prefix: str = "modq_test") -> str:
+    """Create an empty database and return its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    name = make_url(url).database
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    path = Settings().datasets_dir
+    if not (path / "listings-v1").is_dir():
+        pytest.fail(f"real photos not found under {path}; set MODQ_DATASETS_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh database with every migration applied, dropped after the session."""
+    from worker.store import migrate
+
+    url = create_database()
+    migrate(url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return REDIS_TEST_URL
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    """Unique per test session, so parallel test runs never share queues."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny.onnx")
+
+
+@pytest.fixture
+def make_settings(
+    pg_url: str, redis_url: str, tiny_model: Path, run_id: str, tmp_path: Path
+) -> Callable[..., Settings]:
+    def _make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": pg_url,
+            "broker_url": redis_url,
+            "model_path": tiny_model,
+            "data_dir": tmp_path / "data",
+            "queue_new": f"test-{run_id}.new",
+            "queue_backfill": f"test-{run_id}.backfill",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return _make

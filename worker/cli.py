@@ -1,0 +1,167 @@
+"""The `modq` command: submit events, run a worker, read verdicts, classify photos, migrate."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from worker.errors import ModqError
+from worker.settings import get_settings
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """modq: automatic moderation of classified-ad listings.
+
+    Configuration comes from MODQ_* environment variables (MODQ_BROKER_URL, MODQ_DATABASE_URL,
+    MODQ_MODEL_PATH, MODQ_POLICY_PATH, MODQ_DATA_DIR, MODQ_IMAGE_ROOTS, MODQ_ALLOWED_HOSTS, ...);
+    see docs/configuration.md.
+    """
+
+
+@main.command()
+@click.option("--revision", default="head", show_default=True, help="Target Alembic revision.")
+def migrate(revision: str) -> None:
+    """Apply the database migrations (Alembic) to MODQ_DATABASE_URL."""
+    from worker.store import migrate as run_migrations
+
+    settings = get_settings()
+    run_migrations(settings.database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@main.command()
+@click.argument("events_file", type=click.File("r"))
+@click.option("--backfill", is_flag=True, help="Publish on the backfill queue instead of new.")
+def submit(events_file: TextIO, backfill: bool) -> None:
+    """Validate EVENTS_FILE (JSON lines, '-' for stdin) and publish the good events.
+
+    Bad lines are reported with their line numbers and recorded in rejected_events; the exit
+    status is 1 when any line was rejected.
+    """
+    from worker.submit import submit_lines
+
+    report = submit_lines(events_file, get_settings(), source="backfill" if backfill else "new")
+    for line_no, reason in report.rejected:
+        click.echo(f"line {line_no}: rejected: {reason}", err=True)
+    click.echo(f"queued {report.queued}, rejected {len(report.rejected)}")
+    if report.rejected:
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--queues",
+    type=click.Choice(["all", "new", "backfill"]),
+    default="all",
+    show_default=True,
+    help="'all' drains new listings before backfill; 'backfill' makes a dedicated pool.",
+)
+@click.option("--gpu", type=int, default=None, help="Pin this process to one GPU (one per GPU).")
+@click.option("--concurrency", "-c", type=int, default=1, show_default=True,
+              help="Batches in flight at once (threads sharing one ONNX session).")
+@click.option("--loglevel", default=None, help="Celery log level (default MODQ_LOG_LEVEL).")
+def worker(queues: str, gpu: int | None, concurrency: int, loglevel: str | None) -> None:
+    """Run a Celery worker: consume listing events, write verdicts."""
+    if gpu is not None:
+        # Must happen before onnxruntime initialises CUDA; the process then sees one GPU as 0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    from worker.celery_app import app, settings
+
+    names = {"new": [settings.queue_new], "backfill": [settings.queue_backfill]}
+    order = names.get(queues, [settings.queue_new, settings.queue_backfill])
+    app.worker_main(
+        [
+            "worker",
+            "--queues", ",".join(order),
+            # Threads, not prefork: the ONNX session lives in this process and is never forked.
+            "--pool", "threads",
+            "--concurrency", str(concurrency),
+            "--loglevel", loglevel or settings.log_level,
+            "--without-gossip", "--without-mingle",
+        ]
+    )  # fmt: skip
+
+
+@main.group(invoke_without_command=True)
+@click.option("--decision", type=click.Choice(["approve", "reject", "review"]))
+@click.option("--category", help="Declared category, e.g. fashion.shoes.")
+@click.option("--since", type=click.DateTime(), help="Verdicts created at or after (UTC).")
+@click.option("--listing", help="One listing id.")
+@click.option("--limit", type=int, default=50, show_default=True, help="0 = all.")
+@click.option("--history", is_flag=True, help="Every verdict row, not just current ones.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def verdicts(
+    ctx: click.Context,
+    decision: str | None,
+    category: str | None,
+    since: datetime | None,
+    listing: str | None,
+    limit: int,
+    history: bool,
+    as_json: bool,
+) -> None:
+    """List current verdicts, newest first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from worker import store
+    from worker.report import print_verdicts
+
+    engine = store.make_engine(get_settings().database_url)
+    rows = store.query_verdicts(
+        engine,
+        decision=decision,
+        category=category,
+        since=since,
+        listing=listing,
+        limit=limit,
+        current_only=not history,
+    )
+    print_verdicts(rows, as_json=as_json)
+
+
+@main.command()
+@click.argument("photos", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--top-k", type=int, default=3, show_default=True)
+def classify(photos: Sequence[Path], top_k: int) -> None:
+    """Classify photo files or folders; one JSON line per photo. No broker or database."""
+    from worker.classify import classify_files
+
+    for row in classify_files(list(_expand(photos)), get_settings(), top_k=top_k):
+        click.echo(json.dumps(row))
+
+
+def _expand(paths: Sequence[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
+
+
+@main.command()
+@click.option("--listings", type=int, default=100, show_default=True)
+@click.option("--timeout", type=float, default=600, show_default=True)
+def demo(listings: int, timeout: float) -> None:
+    """Moderate sample listings built from the shared photos end to end and print verdicts."""
+    from worker.demo import run_demo
+
+    run_demo(get_settings(), listings=listings, timeout_s=timeout)
+
+
+def run() -> Any:
+    try:
+        return main(standalone_mode=True)
+    except ModqError as exc:
+        click.echo(f"modq: error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,108 @@
+"""Putting listing events on the broker: the marketplace's entry point into modq.
+
+`submit` / `submit_many` validate before publishing, so a malformed event is reported to the
+caller at once instead of surfacing later as a rejected event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from worker.celery_app import TASK_NAME, create_app
+from worker.events import ListingEvent, parse_event
+from worker.infer import read_contract
+from worker.messages import Source
+from worker.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+_apps: dict[str, Celery] = {}
+
+
+def _app_for(settings: Settings) -> Celery:
+    # One app (and connection pool) per broker, not per call.
+    if settings.broker_url not in _apps:
+        _apps[settings.broker_url] = create_app(settings)
+    return _apps[settings.broker_url]
+
+
+@lru_cache(maxsize=8)
+def _labels(model_path: str) -> tuple[str, ...]:
+    return tuple(read_contract(Path(model_path)).labels)
+
+
+def known_categories(settings: Settings) -> tuple[str, ...]:
+    """The categories the deployed model knows: its labels are the taxonomy."""
+    return _labels(str(settings.model_path))
+
+
+def message_body(event: ListingEvent, source: Source, attempt: int = 0) -> dict[str, Any]:
+    return {"event": event.to_message(), "source": source, "attempt": attempt}
+
+
+def queue_for(settings: Settings, source: Source) -> str:
+    return settings.queue_backfill if source == "backfill" else settings.queue_new
+
+
+def _coerce(event: ListingEvent | dict[str, Any], settings: Settings) -> ListingEvent:
+    if isinstance(event, ListingEvent):
+        return parse_event(event.to_message(), known_categories(settings))
+    return parse_event(event, known_categories(settings))
+
+
+def publish_bodies(
+    bodies: Iterable[dict[str, Any]],
+    settings: Settings,
+    *,
+    queue: str,
+    countdown: float | None = None,
+) -> int:
+    """Send prepared message bodies over one pooled connection."""
+    app = _app_for(settings)
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for body in bodies:
+            app.send_task(TASK_NAME, kwargs=body, queue=queue, countdown=countdown, producer=producer)
+            sent += 1
+    return sent
+
+
+def submit_many(
+    events: Iterable[ListingEvent | dict[str, Any]],
+    *,
+    settings: Settings | None = None,
+    source: Source = "new",
+) -> int:
+    """Validate and publish events; raises `EventError` on the first invalid one, before
+    anything is sent."""
+    settings = settings or get_settings()
+    checked = [_coerce(event, settings) for event in events]
+    bodies = [message_body(event, source) for event in checked]
+    return publish_bodies(bodies, settings, queue=queue_for(settings, source))
+
+
+def submit(event: ListingEvent | dict[str, Any], *, settings: Settings | None = None) -> None:
+    submit_many([event], settings=settings)
+
+
+def retry_later(bodies: Sequence[dict[str, Any]], settings: Settings, reason: str) -> None:
+    """Re-publish after a transient failure with exponential backoff; park in the dead-letter
+    queue once `max_retries` is spent, so nothing is ever dropped."""
+    for body in bodies:
+        attempt = int(body.get("attempt", 0)) + 1
+        source: Source = "backfill" if body.get("source") == "backfill" else "new"
+        queue = queue_for(settings, source)
+        if attempt > settings.max_retries:
+            log.error("giving up after %d attempts (%s); parked in %s.dead", attempt - 1, reason, queue)
+            publish_bodies([{**body, "attempt": attempt, "error": reason}], settings, queue=f"{queue}.dead")
+            continue
+        delay = settings.retry_backoff_s * 2 ** (attempt - 1)
+        log.warning("retrying in %.1fs (attempt %d): %s", delay, attempt, reason)
+        publish_bodies([{**body, "attempt": attempt}], settings, queue=queue, countdown=delay)
