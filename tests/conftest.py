@@ -23,14 +23,21 @@ PG_ADMIN_URL = os.environ.get(
 REDIS_TEST_URL = os.environ.get("MODQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
-def create_database(prefix: str = "modq_test") -> str:
-    """Create an empty database and return its URL."""
+def database_url(prefix: str = "modq_test") -> str:
+    """The URL of a database that does not exist yet (see `create_database`)."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def create_database(prefix: str = "modq_test", *, url: str | None = None) -> str:
+    """Create an empty database (a fresh name unless `url` names one) and return its URL."""
+    url = url or database_url(prefix)
+    name = make_url(url).database
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    return url
 
 
 def drop_database(url: str) -> None:
@@ -72,14 +79,29 @@ def run_id() -> str:
 
 
 @pytest.fixture(scope="session")
+def shipped_model() -> Path:
+    """The trained model committed in models/ (the worker's default)."""
+    path = Settings().model_path
+    if not path.is_file():
+        pytest.fail(f"the shipped model {path} is missing: train it with `make model`")
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny.onnx")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_settings(
-    pg_url: str, redis_url: str, tiny_model: Path, run_id: str, tmp_path: Path
+    pg_url: str,
+    redis_url: str,
+    tiny_model: Path,
+    run_id: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Callable[..., Settings]:
+    tmp_path = tmp_path_factory.mktemp("modq")
+
     def _make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": pg_url,

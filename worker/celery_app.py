@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
 from celery_batches import Batches
-from kombu import Queue
+from kombu.entity import Queue
 
 from worker.settings import Settings, get_settings
 

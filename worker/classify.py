@@ -14,7 +14,9 @@ from worker.settings import Settings
 CHUNK = 256
 
 
-def classify_files(paths: Sequence[Path], settings: Settings, top_k: int = 3) -> Iterator[dict[str, Any]]:
+def classify_files(
+    paths: Sequence[Path], settings: Settings, top_k: int = 3
+) -> Iterator[dict[str, Any]]:
     """One dict per photo, in input order: `photo`, `top` and detector scores, or `error`."""
 
     def read(ref: str) -> bytes:
@@ -22,7 +24,9 @@ def classify_files(paths: Sequence[Path], settings: Settings, top_k: int = 3) ->
         try:
             size = path.stat().st_size
             if size > settings.max_image_bytes:
-                raise PhotoTooLargeError(f"{size} bytes exceeds the cap of {settings.max_image_bytes}")
+                raise PhotoTooLargeError(
+                    f"{size} bytes exceeds the cap of {settings.max_image_bytes}"
+                )
             return path.read_bytes()
         except OSError as exc:
             raise PhotoFetchError(f"cannot read {path}: {exc.strerror}") from exc

@@ -67,8 +67,14 @@ def submit(events_file: TextIO, backfill: bool) -> None:
     help="'all' drains new listings before backfill; 'backfill' makes a dedicated pool.",
 )
 @click.option("--gpu", type=int, default=None, help="Pin this process to one GPU (one per GPU).")
-@click.option("--concurrency", "-c", type=int, default=1, show_default=True,
-              help="Batches in flight at once (threads sharing one ONNX session).")
+@click.option(
+    "--concurrency",
+    "-c",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Batches in flight at once (threads sharing one ONNX session).",
+)
 @click.option("--loglevel", default=None, help="Celery log level (default MODQ_LOG_LEVEL).")
 def worker(queues: str, gpu: int | None, concurrency: int, loglevel: str | None) -> None:
     """Run a Celery worker: consume listing events, write verdicts."""

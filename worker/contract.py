@@ -69,6 +69,7 @@ class ModelContract(BaseModel):
             raise ModelContractError(f"{source}: invalid '{METADATA_KEY}' metadata: {exc}") from exc
         if contract.schema_version != CONTRACT_SCHEMA:
             raise ModelContractError(
-                f"{source}: contract schema {contract.schema_version}, worker reads {CONTRACT_SCHEMA}"
+                f"{source}: contract schema {contract.schema_version}, "
+                f"this worker reads {CONTRACT_SCHEMA}"
             )
         return contract

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from worker.errors import PhotoDecodeError, PhotoTooLargeError
@@ -24,7 +25,7 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Im
     if not data:
         raise PhotoDecodeError("empty file")
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise PhotoDecodeError("not an image (unrecognised format)") from exc
     except (OSError, ValueError, SyntaxError) as exc:
@@ -56,6 +57,11 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Im
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Flatten transparency onto white, as marketplaces display such photos."""
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        # 16-bit greyscale (PNG, TIFF): Pillow's convert() clips every value above 255 to
+        # white, so scale the 0-65535 range down to 8 bits instead.
+        wide = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)
+        return Image.fromarray((wide >> 8).astype(np.uint8)).convert("RGB")
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))

@@ -68,7 +68,9 @@ def sample_events(photos_dir: Path, n: int, run: str, seed: int = 7) -> tuple[li
     """JSON lines of events and the ids of the deliberately mis-categorised ones."""
     rng = random.Random(seed)
     by_category = {
-        d.name: sorted(d.glob("*.jpg")) for d in sorted((photos_dir / "val").iterdir()) if d.is_dir()
+        d.name: sorted(d.glob("*.jpg"))
+        for d in sorted((photos_dir / "val").iterdir())
+        if d.is_dir()
     }
     if not by_category:
         raise ConfigError(f"no photos under {photos_dir}/val (set MODQ_DATASETS_DIR)")
@@ -90,10 +92,24 @@ def sample_events(photos_dir: Path, n: int, run: str, seed: int = 7) -> tuple[li
             "seller_id": f"seller-{rng.randint(1, 40)}",
         }))  # fmt: skip
     # Two deliberately bad inputs: a photo that does not exist and an unknown category.
-    lines.append(json.dumps({"listing_id": f"demo-{run}-missing-photo", "declared_category":
-                             categories[0], "images": [str(photos_dir / "val" / "nope.jpg")]}))
-    lines.append(json.dumps({"listing_id": f"demo-{run}-bad", "declared_category": "pets.dog",
-                             "images": [str(photos_dir / "val" / "x.jpg")]}))
+    lines.append(
+        json.dumps(
+            {
+                "listing_id": f"demo-{run}-missing-photo",
+                "declared_category": categories[0],
+                "images": [str(photos_dir / "val" / "nope.jpg")],
+            }
+        )
+    )
+    lines.append(
+        json.dumps(
+            {
+                "listing_id": f"demo-{run}-bad",
+                "declared_category": "pets.dog",
+                "images": [str(photos_dir / "val" / "x.jpg")],
+            }
+        )
+    )
     return lines, wrong
 
 
@@ -120,7 +136,9 @@ def run_demo(settings: Settings, *, listings: int, timeout_s: float) -> None:
             [sys.executable, "-m", "worker", "worker"], env=env, stdout=log_file, stderr=log_file
         )
     try:
-        report = submit_lines(lines, settings.model_copy(update={"image_roots": [str(settings.datasets_dir)]}))
+        report = submit_lines(
+            lines, settings.model_copy(update={"image_roots": [str(settings.datasets_dir)]})
+        )
         for line_no, reason in report.rejected:
             click.echo(f"submit: line {line_no} rejected: {reason}")
         engine = store.make_engine(settings.database_url)
@@ -132,21 +150,35 @@ def run_demo(settings: Settings, *, listings: int, timeout_s: float) -> None:
     _summary(rows, wrong)
 
 
-def _wait(engine: Any, prefix: str, expected: int, timeout_s: float,
-          worker: subprocess.Popen[bytes], log_path: Path) -> list[dict[str, Any]]:
+def _wait(
+    engine: Any,
+    prefix: str,
+    expected: int,
+    timeout_s: float,
+    worker: subprocess.Popen[bytes],
+    log_path: Path,
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout_s
     rows: list[dict[str, Any]] = []
     with tqdm(total=expected, desc="verdicts", unit="listing") as bar:
         while time.monotonic() < deadline:
-            rows = [r for r in store.query_verdicts(engine, limit=0) if r["listing_id"].startswith(prefix)]
+            rows = [
+                r
+                for r in store.query_verdicts(engine, limit=0)
+                if r["listing_id"].startswith(prefix)
+            ]
             bar.update(len(rows) - bar.n)
             if len(rows) >= expected:
                 return sorted(rows, key=lambda r: r["listing_id"])
             if worker.poll() is not None:
-                raise ConfigError(f"the worker exited ({worker.returncode}); see {log_path}:\n"
-                                  + log_path.read_text()[-2000:])
+                raise ConfigError(
+                    f"the worker exited ({worker.returncode}); see {log_path}:\n"
+                    + log_path.read_text()[-2000:]
+                )
             time.sleep(0.5)
-    raise ConfigError(f"only {len(rows)}/{expected} verdicts after {timeout_s:.0f}s; see {log_path}")
+    raise ConfigError(
+        f"only {len(rows)}/{expected} verdicts after {timeout_s:.0f}s; see {log_path}"
+    )
 
 
 def _summary(rows: list[dict[str, Any]], wrong: set[str]) -> None:

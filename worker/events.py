@@ -38,7 +38,9 @@ class ListingEvent(BaseModel):
     @classmethod
     def _known_schema(cls, value: int) -> int:
         if value != SCHEMA_VERSION:
-            raise ValueError(f"unsupported schema_version {value} (this worker reads {SCHEMA_VERSION})")
+            raise ValueError(
+                f"unsupported schema_version {value} (this worker reads {SCHEMA_VERSION})"
+            )
         return value
 
     @field_validator("images")

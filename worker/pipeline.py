@@ -121,13 +121,16 @@ def infer_photos(refs: Sequence[str], rt: Runtime) -> Iterator[tuple[int, PhotoO
 
     Yields (position in `refs`, outcome) in completion order.
     """
-    futures: list[Future[_Loaded]] = [rt.pool.submit(_load, i, ref, rt) for i, ref in enumerate(refs)]
+    futures: list[Future[_Loaded]] = [
+        rt.pool.submit(_load, i, ref, rt) for i, ref in enumerate(refs)
+    ]
     ready: list[_Loaded] = []
     for fut in as_completed(futures):
         loaded = fut.result()
         if loaded.error is not None:
-            yield loaded.key, PhotoOutcome(
-                loaded.ref, None, {}, loaded.error, loaded.fetch_ms, loaded.decode_ms
+            yield (
+                loaded.key,
+                PhotoOutcome(loaded.ref, None, {}, loaded.error, loaded.fetch_ms, loaded.decode_ms),
             )
             continue
         ready.append(loaded)
@@ -145,7 +148,9 @@ def _run_chunk(chunk: list[_Loaded], rt: Runtime) -> Iterator[tuple[int, PhotoOu
     for name, head in prediction.heads.items():
         labels = rt.classifier.contract.detectors[name].labels
         for row, photo_scores in zip(head, scores, strict=True):
-            photo_scores.update({f"{name}.{lbl}": round(float(s), 6) for lbl, s in zip(labels, row, strict=True)})
+            photo_scores.update(
+                {f"{name}.{lbl}": round(float(s), 6) for lbl, s in zip(labels, row, strict=True)}
+            )
     images = [item.image for item in chunk if item.image is not None]
     errors: list[PhotoError | None] = [None] * len(chunk)
     for detector in rt.detectors:
@@ -154,9 +159,19 @@ def _run_chunk(chunk: list[_Loaded], rt: Runtime) -> Iterator[tuple[int, PhotoOu
                 errors[i] = errors[i] or PhotoError(f"detector {detector.name} failed: {result}")
             else:
                 scores[i].update({f"{detector.name}.{k}": round(v, 6) for k, v in result.items()})
-    for item, probs, photo_scores, error in zip(chunk, prediction.probs, scores, errors, strict=True):
-        yield item.key, PhotoOutcome(
-            item.ref, probs if error is None else None, photo_scores, error, item.fetch_ms, item.decode_ms
+    for item, probs, photo_scores, error in zip(
+        chunk, prediction.probs, scores, errors, strict=True
+    ):
+        yield (
+            item.key,
+            PhotoOutcome(
+                item.ref,
+                probs if error is None else None,
+                photo_scores,
+                error,
+                item.fetch_ms,
+                item.decode_ms,
+            ),
         )
 
 

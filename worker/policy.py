@@ -114,7 +114,9 @@ class Policy(BaseModel):
                 decision = worst(decision, rules.near_miss)
             else:
                 reasons.append(f"category_mismatch: {detail}")
-                decision = worst(decision, "reject" if p_top >= rules.reject_threshold else "review")
+                decision = worst(
+                    decision, "reject" if p_top >= rules.reject_threshold else "review"
+                )
         return CategoryDecision(
             decision=decision,
             reasons=reasons,

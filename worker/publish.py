@@ -69,7 +69,9 @@ def publish_bodies(
     sent = 0
     with app.producer_or_acquire() as producer:
         for body in bodies:
-            app.send_task(TASK_NAME, kwargs=body, queue=queue, countdown=countdown, producer=producer)
+            app.send_task(
+                TASK_NAME, kwargs=body, queue=queue, countdown=countdown, producer=producer
+            )
             sent += 1
     return sent
 
@@ -100,8 +102,12 @@ def retry_later(bodies: Sequence[dict[str, Any]], settings: Settings, reason: st
         source: Source = "backfill" if body.get("source") == "backfill" else "new"
         queue = queue_for(settings, source)
         if attempt > settings.max_retries:
-            log.error("giving up after %d attempts (%s); parked in %s.dead", attempt - 1, reason, queue)
-            publish_bodies([{**body, "attempt": attempt, "error": reason}], settings, queue=f"{queue}.dead")
+            log.error(
+                "giving up after %d attempts (%s); parked in %s.dead", attempt - 1, reason, queue
+            )
+            publish_bodies(
+                [{**body, "attempt": attempt, "error": reason}], settings, queue=f"{queue}.dead"
+            )
             continue
         delay = settings.retry_backoff_s * 2 ** (attempt - 1)
         log.warning("retrying in %.1fs (attempt %d): %s", delay, attempt, reason)

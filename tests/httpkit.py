@@ -1,0 +1,71 @@
+"""A real HTTP server on 127.0.0.1 for photo-fetching tests: good photos, errors, stalls and
+redirects to addresses modq must refuse (never contacted: the refusal comes first)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class PhotoServer:
+    base: str
+    files: dict[str, bytes]
+    hits: Counter[str] = field(default_factory=Counter)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+
+@contextmanager
+def photo_server(files: dict[str, bytes]) -> Iterator[PhotoServer]:
+    """Routes: /f/<name> serves files[name]; /status/<code>; /stall (answers only at
+    teardown); /redirect?to=<url> (302)."""
+    state = PhotoServer(base="", files=files)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            state.hits[path] += 1
+            if path.startswith("/f/") and path[3:] in state.files:
+                body = state.files[path[3:]]
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            elif path.startswith("/status/"):
+                self.send_response(int(path.rsplit("/", 1)[1]))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif path == "/stall":
+                state.release.wait(30)
+            elif path == "/redirect":
+                self.send_response(302)
+                self.send_header("Location", self.path.split("to=", 1)[1])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        state.release.set()
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,103 @@
+"""The pipeline as plain functions (no broker): real ONNX Runtime with the tiny model,
+real photo files, and every way a photo can be broken."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.photokit import bad_photos, colour_jpeg
+from worker import store
+from worker.events import ListingEvent
+from worker.pipeline import Runtime, handle_messages, moderate
+from worker.settings import Settings
+
+MAX_BYTES = 200_000
+
+
+@pytest.fixture
+def photo_root(tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def runtime(make_settings: Callable[..., Settings], photo_root: Path) -> Iterator[Runtime]:
+    rt = Runtime.build(make_settings(image_roots=[str(photo_root)], max_image_bytes=MAX_BYTES))
+    yield rt
+    rt.close()
+
+
+def photo(root: Path, name: str, label: str) -> str:
+    path = root / name
+    path.write_bytes(colour_jpeg(label))
+    return str(path)
+
+
+def test_verdicts_follow_the_photos(runtime: Runtime, photo_root: Path) -> None:
+    shoes = photo(photo_root, "shoes.jpg", "fashion.shoes")
+    laptop = photo(photo_root, "laptop.jpg", "electronics.laptop")
+    events = [
+        ListingEvent(listing_id="a", declared_category="fashion.shoes", images=[shoes]),
+        ListingEvent(listing_id="b", declared_category="fashion.dress", images=[laptop]),
+        ListingEvent(
+            listing_id="c", declared_category="electronics.laptop", images=[shoes, laptop]
+        ),
+    ]
+    a, b, c = moderate(events, runtime)
+    assert a.decision == "approve" and a.suggested[0][0] == "fashion.shoes"
+    assert b.decision == "reject"
+    assert b.reasons[0].startswith("category_mismatch: predicted electronics.laptop")
+    assert c.best_photo == 1
+    assert a.model_version == "tiny-1" and a.policy_version == runtime.policy.version
+    assert [p.top[0][0] for p in c.photos] == ["fashion.shoes", "electronics.laptop"]
+
+
+def test_every_bad_photo_becomes_a_reason_and_the_batch_goes_through(
+    runtime: Runtime, photo_root: Path, tmp_path: Path
+) -> None:
+    bad = bad_photos(photo_root / "bad", MAX_BYTES)
+    good = photo(photo_root, "good.jpg", "food.fruit")
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(colour_jpeg("food.fruit"))
+    cases = {**{reason: str(path) for reason, path in bad.items()},
+             "outside the image roots": str(outside),
+             "no such file": str(photo_root / "missing.jpg")}  # fmt: skip
+    events = [
+        ListingEvent(listing_id=f"bad-{i}", declared_category="food.fruit", images=[ref, good])
+        for i, ref in enumerate(cases.values())
+    ]
+    events.append(ListingEvent(listing_id="fine", declared_category="food.fruit", images=[good]))
+    verdicts = moderate(events, runtime)
+    assert len(verdicts) == len(events)
+    for verdict, fragment in zip(verdicts, cases, strict=False):
+        assert verdict.decision == "review", verdict
+        assert verdict.reasons[0].startswith("image_unreadable: photo 0: ")
+        assert fragment in verdict.reasons[0], (fragment, verdict.reasons)
+        assert verdict.photos[1].ok and verdict.best_photo == 1
+    assert verdicts[-1].decision == "approve"
+
+
+def test_bad_events_are_recorded_not_dropped(runtime: Runtime, photo_root: Path) -> None:
+    good = photo(photo_root, "ok.jpg", "fashion.hat")
+    bodies = [
+        {"event": "{not json", "source": "new"},
+        {"event": {"listing_id": "m1", "images": [good]}, "source": "new"},
+        {"event": {"listing_id": "u1", "declared_category": "pets.dog", "images": [good]}},
+        {"event": {"listing_id": "t1", "declared_category": "fashion.hat", "images": [good] * 11}},
+        {"event": {"listing_id": "pipe-ok", "declared_category": "fashion.hat", "images": [good]}},
+    ]
+    outcome = handle_messages(bodies, runtime, "new")
+    assert [v.listing_id for v in outcome.verdicts] == ["pipe-ok"]
+    reasons = [r.reason for r in outcome.rejected]
+    assert reasons[0].startswith("not JSON")
+    assert "declared_category: Field required" in reasons[1]
+    assert reasons[2] == "unknown category 'pets.dog'"
+    assert reasons[3] == "too many images: 11 (at most 10)"
+    stored = store.list_rejected(runtime.engine, limit=0)
+    assert {r["payload"] for r in stored} >= {"{not json"}
+    assert {r["listing_id"] for r in stored} >= {"m1", "u1", "t1"}
+    assert store.query_verdicts(runtime.engine, listing="pipe-ok")[0]["decision"] == "approve"
