@@ -1,0 +1,106 @@
+"""The database schema as SQLAlchemy Core tables, used by the store to build queries.
+
+The tables are created and changed only by the Alembic migrations in `migrations/versions/`;
+this module mirrors them (and serves as the target for `alembic revision --autogenerate`
+comparisons). PostgreSQL is the first-class target; the same schema runs on SQLite so the demo
+works without a server, hence JSON that becomes JSONB on PostgreSQL and integer ids that
+become SQLite's rowid alias.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+# Names every constraint and index predictably, so migrations can refer to them by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+# JSONB on PostgreSQL (indexable, compact); plain JSON text on SQLite.
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# BIGINT identity on PostgreSQL; on SQLite only "INTEGER PRIMARY KEY" autoincrements.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Timestamp = sa.DateTime(timezone=True)
+
+DECISIONS = ("approve", "reject", "review")
+SOURCES = ("new", "backfill")
+STAGES = ("submit", "worker")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+listings = sa.Table(
+    "listings",
+    metadata,
+    sa.Column("listing_id", sa.Text, primary_key=True),
+    # Version of the newest event seen; an older redelivery never overwrites the row.
+    sa.Column("listing_version", sa.Integer, nullable=False),
+    sa.Column("declared_category", sa.Text, nullable=False),
+    sa.Column("seller_id", sa.Text),
+    sa.Column("title", sa.Text),
+    sa.Column("images", Json, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("first_seen_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "current_verdict_id",
+        BigId,
+        # Circular with verdicts.listing_id: created after both tables exist.
+        sa.ForeignKey("verdicts.id", use_alter=True, ondelete="SET NULL"),
+    ),
+    sa.Index(None, "declared_category"),
+    sa.Index(None, "updated_at"),
+    # Lets "current verdicts with decision X" walk the verdict index and probe listings.
+    sa.Index(None, "current_verdict_id"),
+)
+
+verdicts = sa.Table(
+    "verdicts",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("listing_id", sa.Text, sa.ForeignKey("listings.listing_id"), nullable=False),
+    sa.Column("listing_version", sa.Integer, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("policy_version", sa.Text, nullable=False),
+    sa.Column("declared_category", sa.Text, nullable=False),
+    sa.Column("decision", sa.Text, nullable=False),
+    sa.Column("reasons", Json, nullable=False),
+    sa.Column("suggested", Json, nullable=False),
+    sa.Column("best_photo", sa.Integer),
+    sa.Column("scores", Json, nullable=False),
+    sa.Column("photos", Json, nullable=False),
+    sa.Column("timings", Json, nullable=False),
+    sa.Column("source", sa.Text, nullable=False, server_default="new"),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    # One verdict per listing version x model x policy: the key redeliveries conflict on.
+    sa.UniqueConstraint(
+        "listing_id", "listing_version", "model_version", "policy_version", name="uq_verdicts_key"
+    ),
+    sa.CheckConstraint(_in("decision", DECISIONS), name="decision"),
+    sa.CheckConstraint(_in("source", SOURCES), name="source"),
+    sa.Index(None, "decision", "created_at"),
+    sa.Index(None, "declared_category", "created_at"),
+    sa.Index(None, "listing_id", "created_at"),
+)
+
+rejected_events = sa.Table(
+    "rejected_events",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("received_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.Column("stage", sa.Text, nullable=False),
+    sa.Column("listing_id", sa.Text),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.CheckConstraint(_in("stage", STAGES), name="stage"),
+    sa.Index(None, "received_at"),
+)
