@@ -1,0 +1,344 @@
+"""`modq-train`: prepare → train → evaluate → export (→ quantize), or `all` of them.
+
+Every subcommand works on one run folder (`--out`, e.g. runs/listings-v1); see
+docs/training.md. Refusals (bad dataset, missing weights, failed parity) exit with status 2
+and a one-paragraph reason instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from training import TrainingError
+from training.backbones import ARCHS, DEFAULT_ARCH
+from training.train import TrainConfig
+
+OUT = click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Run folder: manifest, caches, checkpoints, reports, model (e.g. runs/listings-v1).",
+)
+
+
+def _refusals(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TrainingError as exc:
+            click.echo(f"modq-train: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _prepare_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option(
+                "--data",
+                type=click.Path(path_type=Path),
+                required=True,
+                help="Dataset folder with train/<category>/*.jpg and val/<category>/*.jpg.",
+            ),
+            click.option(
+                "--near-distance",
+                default=4,
+                show_default=True,
+                help="Perceptual-hash Hamming distance (of 64 bits) for near duplicates.",
+            ),
+            click.option(
+                "--exclude-leaked",
+                is_flag=True,
+                help="Leave train photos duplicating a val photo out of the manifest; else refuse.",
+            ),
+            click.option(
+                "--workers", default=2, show_default=True, help="Processes decoding photos."
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    d = TrainConfig()
+    for option in reversed(
+        [
+            click.option(
+                "--arch",
+                type=click.Choice(ARCHS),
+                default=DEFAULT_ARCH,
+                show_default=True,
+                help="Backbone. torchvision ones need --weights.",
+            ),
+            click.option(
+                "--weights",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="Local ImageNet state dict (required for torchvision architectures).",
+            ),
+            click.option(
+                "--tail-blocks",
+                default=d.tail_blocks,
+                show_default=True,
+                help="Last backbone blocks fine-tuned in phase 2 (with the head convolution).",
+            ),
+            click.option(
+                "--aug-views",
+                default=d.aug_views,
+                show_default=True,
+                help="Cached augmented views per training photo (plus the plain one).",
+            ),
+            click.option(
+                "--balance",
+                type=click.Choice(["oversample", "weighted", "none"]),
+                default=d.balance,
+                show_default=True,
+                help="oversample: every class up to the 98th-percentile count; "
+                "weighted: sampling weights 1/class count.",
+            ),
+            click.option(
+                "--holdout",
+                default=d.holdout,
+                show_default=True,
+                help="Share of train held out for early stopping and threshold choice.",
+            ),
+            click.option(
+                "--head-epochs",
+                default=d.head_epochs,
+                show_default=True,
+                help="Phase 1 (head only) epochs.",
+            ),
+            click.option(
+                "--finetune-epochs",
+                default=d.finetune_epochs,
+                show_default=True,
+                help="Phase 2 (tail + head) epochs; 0 skips it.",
+            ),
+            click.option("--lr-head", default=d.lr_head, show_default=True),
+            click.option("--lr-tail", default=d.lr_tail, show_default=True),
+            click.option("--label-smoothing", default=d.label_smoothing, show_default=True),
+            click.option("--batch-size", default=d.batch_size, show_default=True),
+            click.option(
+                "--patience",
+                default=d.patience,
+                show_default=True,
+                help="Epochs without a better holdout loss before stopping a phase.",
+            ),
+            click.option("--seed", default=d.seed, show_default=True),
+            click.option(
+                "--threads", default=d.threads, show_default=True, help="torch CPU threads."
+            ),
+            click.option(
+                "--tensorboard", is_flag=True, help="Write TensorBoard logs to <out>/tensorboard."
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _eval_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option(
+                "--share",
+                default=0.1,
+                show_default=True,
+                help="Share of listings with a wrong declared category in the simulated stream.",
+            ),
+            click.option(
+                "--target-precision",
+                default=0.95,
+                show_default=True,
+                help="Mismatch flagging precision the threshold must reach (on holdout).",
+            ),
+            click.option(
+                "--policy",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="Policy TOML whose [category].match_threshold to set (evaluate: always; "
+                "export/all: only when the model is shipped).",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _export_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option(
+                "--prefix", default="listings", show_default=True, help="model_version prefix."
+            ),
+            click.option(
+                "--ship-to",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="Copy the model here if better on val than the one there (models/...onnx).",
+            ),
+            click.option(
+                "--force", is_flag=True, help="Ship even if not better than the current model."
+            ),
+            click.option(
+                "--parity-photos",
+                default=32,
+                show_default=True,
+                help="Real photos for the parity check.",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _config(kw: dict[str, Any]) -> TrainConfig:
+    fields = TrainConfig.__dataclass_fields__
+    cfg = {k: v for k, v in kw.items() if k in fields}
+    if cfg.get("weights") is not None:
+        cfg["weights"] = str(cfg["weights"])
+    return TrainConfig(**cfg)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Train the modq category classifier and export it as the ONNX model the worker runs."""
+
+
+@main.command("prepare")
+@OUT
+@_prepare_options
+@_refusals
+def prepare_cmd(
+    out: Path, data: Path, near_distance: int, exclude_leaked: bool, workers: int
+) -> None:
+    """Check every photo (decodes, RGB, exact/near duplicates, leakage) and write the manifest."""
+    from training.run import run_prepare
+
+    run_prepare(
+        data, out, near_distance=near_distance, exclude_leaked=exclude_leaked, workers=workers
+    )
+
+
+@main.command("train")
+@OUT
+@_train_options
+@_refusals
+def train_cmd(out: Path, **kw: Any) -> None:
+    """Cache trunk features, train the head, fine-tune the last blocks (best/last checkpoints)."""
+    from training.run import run_train
+
+    run_train(out, _config(kw))
+
+
+@main.command("evaluate")
+@OUT
+@_eval_options
+@_refusals
+def evaluate_cmd(out: Path, share: float, target_precision: float, policy: Path | None) -> None:
+    """Validation report, confusion matrix and mismatch operating curve; sets the threshold."""
+    from training.run import run_evaluate
+
+    run_evaluate(out, share=share, target_precision=target_precision, policy=policy)
+
+
+@main.command("export")
+@OUT
+@_export_options
+@click.option(
+    "--policy",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Policy TOML to update with the chosen threshold when the model is shipped.",
+)
+@_refusals
+def export_cmd(
+    out: Path,
+    prefix: str,
+    ship_to: Path | None,
+    force: bool,
+    parity_photos: int,
+    policy: Path | None,
+) -> None:
+    """ONNX export with the model contract, parity check against PyTorch, optional shipping."""
+    from training.run import run_export
+
+    run_export(
+        out, prefix=prefix, ship_to=ship_to, force=force, parity_photos=parity_photos, policy=policy
+    )
+
+
+@main.command("quantize")
+@OUT
+@click.option("--calibration-photos", default=128, show_default=True)
+@_refusals
+def quantize_cmd(out: Path, calibration_photos: int) -> None:
+    """int8 copy of the exported model, with accuracy and speed next to fp32."""
+    from training.run import run_quantize
+
+    run_quantize(out, calibration_photos=calibration_photos)
+
+
+@main.command("all")
+@OUT
+@_prepare_options
+@_train_options
+@_eval_options
+@_export_options
+@click.option(
+    "--quantize", "do_quantize", is_flag=True, help="Also build and compare the int8 model."
+)
+@_refusals
+def all_cmd(
+    out: Path,
+    data: Path,
+    near_distance: int,
+    exclude_leaked: bool,
+    workers: int,
+    share: float,
+    target_precision: float,
+    policy: Path | None,
+    prefix: str,
+    ship_to: Path | None,
+    force: bool,
+    parity_photos: int,
+    do_quantize: bool,
+    **kw: Any,
+) -> None:
+    """prepare → train → evaluate → export (→ quantize), timing the whole run."""
+    from training.run import run_evaluate, run_export, run_prepare, run_quantize, run_train
+
+    started = time.perf_counter()
+    run_prepare(
+        data, out, near_distance=near_distance, exclude_leaked=exclude_leaked, workers=workers
+    )
+    run_train(out, _config(kw))
+    run_evaluate(out, share=share, target_precision=target_precision, policy=None)
+    run_export(
+        out, prefix=prefix, ship_to=ship_to, force=force, parity_photos=parity_photos, policy=policy
+    )
+    if do_quantize:
+        run_quantize(out, calibration_photos=128)
+    click.echo(f"all done in {time.perf_counter() - started:.0f} s")
+
+
+# The prohibited-items head (another engineer's module) registers here when it is present.
+if importlib.util.find_spec("training.prohibited") is not None:
+    from training.prohibited import add_prohibited_head
+
+    main.add_command(add_prohibited_head)
+
+
+if __name__ == "__main__":
+    main()
