@@ -1,0 +1,193 @@
+"""Banned-content detectors on real photos from ../shared: nudity, OCR contact details, PDQ
+hashing and the multi-index Hamming search, and per-photo isolation of crashes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from worker.detectors.base import DetectorError, Scores, score_isolated
+from worker.detectors.contacts import ContactsDetector, find_contacts
+from worker.detectors.hashing import hamming, pdq_hash
+from worker.detectors.mih import HashIndex
+from worker.detectors.nudity import NudityDetector
+
+FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
+
+
+def _photos(datasets_dir: Path, category: str, n: int) -> list[Image.Image]:
+    paths = sorted((datasets_dir / "listings-v1" / "val" / category).glob("*.jpg"))[:n]
+    assert len(paths) == n, f"expected {n} photos of {category}"
+    return [Image.open(p).convert("RGB") for p in paths]
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    # DejaVu where the system has it; Pillow's own bundled TrueType font otherwise.
+    if FONT.is_file():
+        return ImageFont.truetype(str(FONT), size)
+    return ImageFont.load_default(size=size)
+
+
+def _draw(img: Image.Image, lines: Sequence[str]) -> Image.Image:
+    out = img.copy()
+    draw = ImageDraw.Draw(out)
+    font = _font(max(18, out.width // 18))
+    y = out.height // 10
+    for text in lines:
+        draw.text(
+            (out.width // 20, y), text, font=font, fill="white", stroke_width=2, stroke_fill="black"
+        )
+        y += out.height // 6
+    return out
+
+
+def _jpeg(img: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def nudity() -> NudityDetector:
+    return NudityDetector(providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def ocr() -> ContactsDetector:
+    return ContactsDetector(providers=["CPUExecutionProvider"])
+
+
+def test_nudity_scores_benign_listing_photos_low(
+    nudity: NudityDetector, datasets_dir: Path
+) -> None:
+    photos = [
+        *_photos(datasets_dir, "fashion.tshirt", 6),
+        *_photos(datasets_dir, "electronics.laptop", 4),
+        *_photos(datasets_dir, "food.packaged", 4),
+    ]
+    results = nudity.score(photos)
+    assert len(results) == len(photos)
+    scores = [r["nsfw"] for r in results if isinstance(r, dict)]
+    assert len(scores) == len(photos)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert max(scores) < 0.5, scores
+
+
+def test_nudity_batch_matches_single(nudity: NudityDetector, datasets_dir: Path) -> None:
+    photos = _photos(datasets_dir, "fashion.dress", 3)
+    batch = nudity.score(photos)
+    single = [nudity.score([p])[0] for p in photos]
+    for b, s in zip(batch, single, strict=True):
+        assert isinstance(b, dict) and isinstance(s, dict)
+        assert b["nsfw"] == pytest.approx(s["nsfw"], abs=1e-5)
+
+
+def test_a_crashing_photo_keeps_the_others(datasets_dir: Path) -> None:
+    photos = _photos(datasets_dir, "fashion.hat", 3)
+
+    def prepare(img: Image.Image) -> float:
+        if img is photos[1]:
+            raise ValueError("corrupt pixels")
+        return float(np.asarray(img).mean())
+
+    def run(items: list[float]) -> list[Scores]:
+        return [{"x": v / 255} for v in items]
+
+    results = score_isolated("test", photos, prepare, run)
+    assert isinstance(results[1], DetectorError)
+    assert "corrupt pixels" in str(results[1])
+    assert isinstance(results[0], dict) and isinstance(results[2], dict)
+
+
+def test_a_batch_failure_is_retried_photo_by_photo(datasets_dir: Path) -> None:
+    photos = _photos(datasets_dir, "fashion.hat", 3)
+
+    def run(items: list[int]) -> list[Scores]:
+        if 1 in items:
+            raise RuntimeError("model choked")
+        return [{"x": 0.5} for _ in items]
+
+    results = score_isolated("test", photos, lambda img: photos.index(img), run)
+    assert [isinstance(r, DetectorError) for r in results] == [False, True, False]
+
+
+def test_ocr_finds_phone_and_email_drawn_on_a_real_photo(
+    ocr: ContactsDetector, datasets_dir: Path
+) -> None:
+    photo = _photos(datasets_dir, "fashion.shoes", 1)[0]
+    marked = _draw(photo, ["06 12 34 56 78", "bob.seller@gmail.com", "WhatsApp @bobdeals"])
+    clean, found = ocr.score([photo, marked])
+    assert isinstance(clean, dict) and isinstance(found, dict)
+    assert found["phone"] > 0.8, found
+    assert found["email"] > 0.8, found
+    assert found["handle"] > 0.5, found
+    assert max(clean.values()) == 0.0, clean
+
+
+def test_ocr_ignores_prices_on_a_real_photo(ocr: ContactsDetector, datasets_dir: Path) -> None:
+    photo = _photos(datasets_dir, "fashion.outerwear", 1)[0]
+    (result,) = ocr.score([_draw(photo, ["1 299 EUR", "SM-G991B"])])
+    assert isinstance(result, dict)
+    assert max(result.values()) == 0.0, result
+
+
+@pytest.mark.parametrize(
+    ("text", "labels"),
+    [
+        ("+33 6 12 34 56 78", {"phone"}),
+        ("Tel: 0612345678", {"phone"}),
+        ("(555) 123-4567", {"phone"}),
+        ("06.12.34.56.78", {"phone"}),
+        ("bob.seller@gmail.com", {"email"}),
+        ("www.cheap-deals.com", {"url"}),
+        ("telegram: @bob_deals", {"handle"}),
+        ("Price 1 299 999", set()),
+        ("120000 MAD", set()),
+        ("SM-G991B 128GB", set()),
+        ("5 411188 112709", set()),  # EAN-13 under a barcode
+        ("2023-01-15", set()),
+        ("3.5mm jack v1.2", set()),
+    ],
+)
+def test_contact_patterns(text: str, labels: set[str]) -> None:
+    assert find_contacts(text) == labels
+
+
+def test_pdq_matches_reencoded_and_resized_copies(datasets_dir: Path) -> None:
+    original, other = _photos(datasets_dir, "food.fruit", 2)
+    h = pdq_hash(original)
+    assert h.quality >= 50
+    copy = _jpeg(original.resize((original.width * 2 // 3, original.height * 2 // 3)), 60)
+    w, ht = original.size
+    cropped = _jpeg(original.crop((w // 100, ht // 100, w - w // 100, ht - ht // 100)), 80)
+    assert hamming(h.bytes, pdq_hash(copy).bytes) <= 31
+    assert hamming(h.bytes, pdq_hash(cropped).bytes) <= 31
+    assert hamming(h.bytes, pdq_hash(other).bytes) > 31
+
+
+def test_pdq_quality_is_low_for_a_flat_photo() -> None:
+    assert pdq_hash(Image.new("RGB", (400, 300), (200, 200, 200))).quality < 50
+
+
+def test_hash_index_finds_exactly_the_pairs_within_the_distance() -> None:
+    rng = np.random.default_rng(7)
+    bank = rng.integers(0, 256, (5000, 32), dtype=np.uint8)
+    bits = np.unpackbits(bank[:64], axis=1)
+    for i, row in enumerate(bits):
+        row[rng.choice(256, i % 40, replace=False)] ^= 1  # distances 0..39
+    queries = np.packbits(bits, axis=1)
+    index = HashIndex(bank)
+    qs, ids, ds = index.search(queries, 31)
+    brute = np.bitwise_count(queries[:, None, :] ^ bank[None, :, :]).sum(axis=2)
+    expected = {(int(q), int(j)) for q, j in zip(*np.nonzero(brute <= 31), strict=True)}
+    assert set(zip(qs.tolist(), ids.tolist(), strict=True)) == expected
+    assert all(d == brute[q, j] for q, j, d in zip(qs, ids, ds, strict=True))
+    # Hashes added later are found too, with ids after the first ones.
+    index.add(queries[:2])
+    qs2, ids2, _ = index.search(queries[:2], 31)
+    assert {5000, 5001} <= set(ids2.tolist())
