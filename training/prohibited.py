@@ -201,7 +201,7 @@ def graft(model: Path, out: Path, w: F32, b: F32, labels: list[str], info: dict[
             ),
             helper.make_node(
                 "Slice",
-                [f"{DETECTOR}_softmax", f"{DETECTOR}_starts", f"{DETECTOR}_ends", f"{DETECTOR}_axes"],
+                [f"{DETECTOR}_{s}" for s in ("softmax", "starts", "ends", "axes")],
                 [OUTPUT], name=f"{DETECTOR}_slice",
             ),
         ]
@@ -246,7 +246,7 @@ def train_head(
     calib = np.zeros(len(y), bool)
     for c in range(len(classes)):
         members = np.flatnonzero(y == c)
-        calib[rng.choice(members, int(round(0.2 * len(members))), replace=False)] = True
+        calib[rng.choice(members, round(0.2 * len(members)), replace=False)] = True
     w, b = fit_softmax(x[~calib], y[~calib], len(classes))
     scores = softmax_scores(x[calib], w, b, len(labels))
     is_benign = y[calib] == len(labels)
@@ -276,7 +276,7 @@ def evaluate(
     cache: Path | None,
 ) -> dict[str, Any]:
     """Recall per label on `data`/val and benign review/reject rates on `benign`/val."""
-    session, contract = _session(model)
+    _, contract = _session(model)
     head = contract.detectors.get(DETECTOR)
     if head is None:
         raise TrainingError(f"{model} has no '{DETECTOR}' head: run add-prohibited-head first")

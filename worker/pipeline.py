@@ -20,13 +20,16 @@ from PIL import Image
 
 from worker import store
 from worker.decode import decode_image
+from worker.detectors import build_detectors
+from worker.detectors.banks import BankMatcher, PhotoKey
 from worker.detectors.base import Detector
+from worker.detectors.hashing import PhotoHash, pdq_hash
 from worker.errors import EventError, PhotoError
 from worker.events import ListingEvent, parse_event, raw_text
 from worker.fetch import PhotoFetcher
-from worker.infer import Classifier, FloatArray
+from worker.infer import Classifier, FloatArray, choose_providers
 from worker.messages import PhotoResult, RejectedEvent, Source, Verdict
-from worker.policy import Policy
+from worker.policy import Policy, worst
 from worker.preprocess import preprocess
 from worker.settings import Settings
 
@@ -46,6 +49,7 @@ class Runtime:
     pool: ThreadPoolExecutor
     engine: Any = None  # sqlalchemy Engine; None where nothing is stored (modq classify)
     detectors: Sequence[Detector] = ()
+    banks: BankMatcher | None = None  # PDQ image banks + duplicate photos; needs the store
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
@@ -61,18 +65,32 @@ class Runtime:
             fetcher = PhotoFetcher(settings)
             read = fetcher.fetch
             closers.append(fetcher.close)
+        policy = Policy.load(settings.policy_path)
+        providers = choose_providers(settings.providers, settings.gpu)
+        banks = None
+        if engine is not None and "banks" in settings.detectors:
+            banks = BankMatcher(engine, policy.detector_rules.banks.config(settings.bank_refresh_s))
         rt = cls(
             settings=settings,
             classifier=classifier,
-            policy=Policy.load(settings.policy_path),
+            policy=policy,
             read=read,
             pool=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="modq-load"),
             engine=engine,
+            detectors=build_detectors(settings.detectors, providers, settings.intra_op_threads),
+            banks=banks,
         )
         rt._closers += [*closers, rt.pool.shutdown]
         if engine is not None:
             rt._closers.append(engine.dispose)
         return rt
+
+    @property
+    def min_side(self) -> int:
+        """Shorter side the decoder must keep: the model input or what a detector needs."""
+        return max(
+            [self.classifier.contract.preprocess.resize, *(d.min_side for d in self.detectors)]
+        )
 
     def close(self) -> None:
         for close in self._closers:
@@ -89,6 +107,7 @@ class PhotoOutcome:
     error: PhotoError | None = None
     fetch_ms: float = 0.0
     decode_ms: float = 0.0
+    pdq: PhotoHash | None = None
 
 
 @dataclass
@@ -100,6 +119,7 @@ class _Loaded:
     error: PhotoError | None
     fetch_ms: float
     decode_ms: float
+    pdq: PhotoHash | None = None
 
 
 def _load(key: int, ref: str, rt: Runtime) -> _Loaded:
@@ -108,18 +128,29 @@ def _load(key: int, ref: str, rt: Runtime) -> _Loaded:
     try:
         data = rt.read(ref)
         t1 = time.perf_counter()
-        image = decode_image(data, spec, rt.settings.max_image_pixels)
+        decode_spec = spec.model_copy(update={"resize": rt.min_side})
+        image = decode_image(data, decode_spec, rt.settings.max_image_pixels)
         array = preprocess(image, spec)
     except PhotoError as exc:
         return _Loaded(key, ref, None, None, exc, (t1 - t0) * 1e3, 0.0)
     t2 = time.perf_counter()
-    return _Loaded(key, ref, array, image, None, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+    pdq = None
+    if rt.banks is not None:
+        try:
+            pdq = pdq_hash(image)
+        except Exception:  # a hash failure only skips the bank check for this photo
+            log.warning("PDQ hash failed for %s", ref, exc_info=True)
+    return _Loaded(key, ref, array, image, None, (t1 - t0) * 1e3, (t2 - t1) * 1e3, pdq)
 
 
-def infer_photos(refs: Sequence[str], rt: Runtime) -> Iterator[tuple[int, PhotoOutcome]]:
+def infer_photos(
+    refs: Sequence[str], rt: Runtime, categories: Sequence[str] | None = None
+) -> Iterator[tuple[int, PhotoOutcome]]:
     """Load every photo on the pool and run the model on chunks as they become ready.
 
-    Yields (position in `refs`, outcome) in completion order.
+    `categories` (the declared category of each ref) lets the policy switch detectors off per
+    category; without it every detector runs. Yields (position in `refs`, outcome) in
+    completion order.
     """
     futures: list[Future[_Loaded]] = [
         rt.pool.submit(_load, i, ref, rt) for i, ref in enumerate(refs)
@@ -135,13 +166,15 @@ def infer_photos(refs: Sequence[str], rt: Runtime) -> Iterator[tuple[int, PhotoO
             continue
         ready.append(loaded)
         if len(ready) >= rt.settings.infer_batch:
-            yield from _run_chunk(ready, rt)
+            yield from _run_chunk(ready, rt, categories)
             ready = []
     if ready:
-        yield from _run_chunk(ready, rt)
+        yield from _run_chunk(ready, rt, categories)
 
 
-def _run_chunk(chunk: list[_Loaded], rt: Runtime) -> Iterator[tuple[int, PhotoOutcome]]:
+def _run_chunk(
+    chunk: list[_Loaded], rt: Runtime, categories: Sequence[str] | None = None
+) -> Iterator[tuple[int, PhotoOutcome]]:
     batch = np.stack([item.array for item in chunk if item.array is not None])
     prediction = rt.classifier.predict(batch)
     scores: list[dict[str, float]] = [{} for _ in chunk]
@@ -151,12 +184,20 @@ def _run_chunk(chunk: list[_Loaded], rt: Runtime) -> Iterator[tuple[int, PhotoOu
             photo_scores.update(
                 {f"{name}.{lbl}": round(float(s), 6) for lbl, s in zip(labels, row, strict=True)}
             )
-    images = [item.image for item in chunk if item.image is not None]
     errors: list[PhotoError | None] = [None] * len(chunk)
+    rules = rt.policy.detector_rules
     for detector in rt.detectors:
-        for i, result in enumerate(detector.score(images)):
+        picked = [
+            i
+            for i, item in enumerate(chunk)
+            if item.image is not None
+            and (categories is None or rules.enabled(detector.name, categories[item.key]))
+        ]
+        images = [img for i in picked if (img := chunk[i].image) is not None]
+        for i, result in zip(picked, detector.score(images), strict=True):
             if isinstance(result, Exception):
-                errors[i] = errors[i] or PhotoError(f"detector {detector.name} failed: {result}")
+                err = result if isinstance(result, PhotoError) else None
+                errors[i] = errors[i] or err or PhotoError(f"{detector.name}: {result}")
             else:
                 scores[i].update({f"{detector.name}.{k}": round(v, 6) for k, v in result.items()})
     for item, probs, photo_scores, error in zip(
@@ -171,6 +212,7 @@ def _run_chunk(chunk: list[_Loaded], rt: Runtime) -> Iterator[tuple[int, PhotoOu
                 error,
                 item.fetch_ms,
                 item.decode_ms,
+                item.pdq,
             ),
         )
 
@@ -180,9 +222,11 @@ def moderate(events: Sequence[ListingEvent], rt: Runtime, source: Source = "new"
     started = time.perf_counter()
     refs = [(n, i, ref) for n, event in enumerate(events) for i, ref in enumerate(event.images)]
     outcomes: dict[tuple[int, int], PhotoOutcome] = {}
-    for pos, outcome in infer_photos([ref for _, _, ref in refs], rt):
+    categories = [events[n].declared_category for n, _, _ in refs]
+    for pos, outcome in infer_photos([ref for _, _, ref in refs], rt, categories):
         n, i, _ = refs[pos]
         outcomes[n, i] = outcome
+    _check_banks(events, outcomes, rt)
     elapsed_ms = (time.perf_counter() - started) * 1e3
 
     contract = rt.classifier.contract
@@ -196,13 +240,14 @@ def moderate(events: Sequence[ListingEvent], rt: Runtime, source: Source = "new"
                 rows.append(out.probs)
         probs = np.stack(rows) if rows else np.zeros((0, len(contract.labels)), np.float32)
         cat = rt.policy.decide_category(event, photos, probs, contract.labels)
+        found, found_reasons = rt.policy.detector_rules.decide(event.declared_category, photos)
         verdicts.append(
             Verdict(
                 listing_id=event.listing_id,
                 listing_version=event.listing_version,
                 declared_category=event.declared_category,
-                decision=cat.decision,
-                reasons=cat.reasons,
+                decision=worst(cat.decision, found),
+                reasons=[*cat.reasons, *found_reasons],
                 suggested=cat.suggested,
                 best_photo=cat.best_photo,
                 scores=cat.scores,
@@ -219,6 +264,25 @@ def moderate(events: Sequence[ListingEvent], rt: Runtime, source: Source = "new"
             )
         )
     return verdicts
+
+
+def _check_banks(
+    events: Sequence[ListingEvent], outcomes: dict[tuple[int, int], PhotoOutcome], rt: Runtime
+) -> None:
+    """Add image-bank and duplicate-photo scores to the photos that have a PDQ hash."""
+    if rt.banks is None:
+        return
+    keys, hashes, where = [], [], []
+    for (n, i), out in outcomes.items():
+        if out.pdq is not None and out.probs is not None:
+            event = events[n]
+            keys.append(PhotoKey(event.listing_id, event.listing_version, i, event.seller_id))
+            hashes.append(out.pdq)
+            where.append(out)
+    if not hashes:
+        return
+    for out, scores in zip(where, rt.banks.check(keys, hashes), strict=True):
+        out.detectors.update(scores)
 
 
 def _photo_result(

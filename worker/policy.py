@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from worker.detectors.rules import BankRules, DetectorRules, DetectorSwitch, LabelRules
 from worker.errors import ConfigError
 from worker.events import ListingEvent
 from worker.messages import Decision, PhotoResult, Scored
@@ -56,6 +57,14 @@ class Policy(BaseModel):
     version: str
     category: CategoryRules = CategoryRules()
     photos: PhotoRules = PhotoRules()
+    # Detector scores: per-label thresholds and exceptions, where detectors run, PDQ matching.
+    labels: dict[str, LabelRules] = Field(default_factory=dict)
+    detectors: dict[str, DetectorSwitch] = Field(default_factory=dict)
+    banks: BankRules = BankRules()
+
+    @property
+    def detector_rules(self) -> DetectorRules:
+        return DetectorRules(labels=self.labels, detectors=self.detectors, banks=self.banks)
 
     @classmethod
     def load(cls, path: Path) -> Policy:

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     # Photos per ONNX call: inference starts on the first `infer_batch` decoded photos while
     # the rest of the batch still decodes; a batch under this size is one call.
     infer_batch: int = 128
+    # Image detectors loaded by the worker (docs/banned-content.md): nudity, contacts (OCR),
+    # banks (PDQ image banks + duplicate photos). The policy says for which categories each
+    # runs; the prohibited-items head is part of the model and needs no entry here.
+    detectors: CommaList = Field(default_factory=lambda: ["nudity", "contacts", "banks"])
+    # Seconds between reloads of the image banks and recent photo hashes from the database.
+    bank_refresh_s: float = 60.0
 
     # Inference: "auto" picks TensorRT (if `tensorrt`), CUDA, then CPU from what ORT offers.
     providers: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
@@ -63,7 +69,7 @@ class Settings(BaseSettings):
     queue_backfill: str = "moderation.backfill"
     log_level: str = "INFO"
 
-    @field_validator("image_roots", "allowed_hosts", "private_hosts", mode="before")
+    @field_validator("image_roots", "allowed_hosts", "private_hosts", "detectors", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

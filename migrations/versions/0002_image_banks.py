@@ -45,7 +45,9 @@ def upgrade() -> None:
         sa.Column("added_at", Timestamp, nullable=False, server_default=sa.func.now()),
         sa.PrimaryKeyConstraint("id", name="pk_bank_hashes"),
         sa.ForeignKeyConstraint(
-            ["bank_id"], ["image_banks.id"], name="fk_bank_hashes_bank_id_image_banks",
+            ["bank_id"],
+            ["image_banks.id"],
+            name="fk_bank_hashes_bank_id_image_banks",
             ondelete="CASCADE",
         ),
         sa.UniqueConstraint("bank_id", "hash", name="uq_bank_hashes_bank_id_hash"),

@@ -102,7 +102,7 @@ class ContactsDetector:
     """Labels `phone`, `email`, `url`, `handle`."""
 
     name = "contacts"
-    labels = LABELS
+    labels: tuple[str, ...] = LABELS
     # PP-OCR's text detector works at 736 px on the shorter side: ask the decoder for that
     # much, or small print in large photos is lost to the downscale.
     min_side = 736

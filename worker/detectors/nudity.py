@@ -41,7 +41,7 @@ class NudityDetector:
     """Label `nsfw`: open_nsfw's probability that the photo is not safe for work."""
 
     name = "nudity"
-    labels = ("nsfw",)
+    labels: tuple[str, ...] = ("nsfw",)
     min_side = 224
 
     def __init__(
