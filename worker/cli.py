@@ -165,6 +165,46 @@ def demo(listings: int, timeout: float) -> None:
     run_demo(get_settings(), listings=listings, timeout_s=timeout)
 
 
+@main.group()
+def bank() -> None:
+    """Image banks: PDQ hashes of banned photos; a listing photo within the policy's
+    distance of any of them is rejected with `banned_image: bank NAME`."""
+
+
+@bank.command("add")
+@click.argument("name")
+@click.argument("photos", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def bank_add(name: str, photos: Sequence[Path]) -> None:
+    """Hash PHOTOS (files or folders) into bank NAME, creating it if needed."""
+    from worker.detectors.bankcli import add_photos
+
+    added, skipped = add_photos(get_settings(), name, list(_expand(photos)))
+    for line in skipped:
+        click.echo(f"skipped {line}", err=True)
+    click.echo(f"bank {name}: {added} hashes added, {len(skipped)} photos skipped")
+
+
+@bank.command("list")
+def bank_list() -> None:
+    """Every bank with its number of hashes."""
+    from worker.detectors.bank_store import list_banks
+    from worker.store import make_engine
+
+    for row in list_banks(make_engine(get_settings().database_url)):
+        click.echo(f"{row['name']}\t{row['hashes']} hashes\tcreated {row['created_at']:%Y-%m-%d}")
+
+
+@bank.command("remove")
+@click.argument("name")
+@click.argument("photos", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def bank_remove(name: str, photos: Sequence[Path]) -> None:
+    """Remove bank NAME entirely, or only the hashes of PHOTOS from it."""
+    from worker.detectors.bankcli import remove_photos
+
+    removed = remove_photos(get_settings(), name, list(_expand(photos)) or None)
+    click.echo(f"bank {name}: {removed} hashes removed" + ("" if photos else ", bank deleted"))
+
+
 def run() -> Any:
     try:
         return main(standalone_mode=True)

@@ -54,8 +54,8 @@ class LabelRules(Thresholds):
     def for_category(self, category: str) -> Thresholds:
         for exc in self.exceptions:
             if any(fnmatch.fnmatchcase(category, pat) for pat in exc.categories):
-                return Thresholds(review=exc.review, reject=exc.reject)
-        return Thresholds(review=self.review, reject=self.reject)
+                return exc
+        return self
 
 
 class DetectorSwitch(BaseModel):
