@@ -91,12 +91,30 @@ def test_same_macro_near_miss_is_softer(policy: Policy) -> None:
     )
 
 
-def test_photos_are_averaged_and_best_photo_shows_declared(policy: Policy) -> None:
+def test_photos_are_pooled_and_best_photo_shows_declared(policy: Policy) -> None:
     rows = probs([0.0, 0.0, 0.9, 0.1], [0.0, 0.0, 0.3, 0.7])
     d = policy.decide_category(event("electronics.phone", 2), [ok(0), ok(1)], rows, LABELS)
     assert d.decision == "approve"
     assert d.best_photo == 1
-    assert d.scores["electronics.laptop"] == pytest.approx(0.6)
+    # Renormalised geometric mean: sqrt(.9*.3) / (sqrt(.9*.3) + sqrt(.1*.7)).
+    assert d.scores["electronics.laptop"] == pytest.approx(0.6626, abs=1e-4)
+
+
+def test_one_ambiguous_photo_does_not_outvote_clear_ones(policy: Policy) -> None:
+    # Two photos clearly show a shirt; a third gives the declared laptop 0.3. The arithmetic
+    # mean (0.1007) would clear the 0.10 threshold; the pooled score does not.
+    rows = probs([0.7, 0.0, 0.3, 0.0], [0.999, 0.0, 0.001, 0.0], [0.999, 0.0, 0.001, 0.0])
+    d = policy.decide_category(event("electronics.laptop", 3), [ok(0), ok(1), ok(2)], rows, LABELS)
+    assert rows[:, 2].mean() > 0.10 > d.scores["electronics.laptop"]
+    assert d.decision == "reject" and d.reasons[0].startswith("category_mismatch: ")
+    assert d.best_photo == 0
+
+
+def test_one_photo_keeps_its_own_probabilities(policy: Policy) -> None:
+    d = policy.decide_category(
+        event("electronics.phone"), [ok(0)], probs([0.1, 0.2, 0.3, 0.4]), LABELS
+    )
+    assert [d.scores[label] for label in LABELS] == pytest.approx([0.1, 0.2, 0.3, 0.4])
 
 
 def test_unreadable_photo_sends_to_review_but_others_count(policy: Policy) -> None:

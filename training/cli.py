@@ -159,9 +159,12 @@ def _eval_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option(
                 "--target-precision",
-                default=0.95,
+                # The holdout comes from the train split's sources and runs optimistic: on
+                # listings-v1, 0.95 on holdout gave 0.92 on val, 0.97 gave 0.957 (model card).
+                default=0.97,
                 show_default=True,
-                help="Mismatch flagging precision the threshold must reach (on holdout).",
+                help="Mismatch flagging precision the threshold must reach on the holdout "
+                "(set above the precision you need on unseen photos).",
             ),
             click.option(
                 "--policy",

@@ -64,8 +64,11 @@ def choose_backends(settings: Settings) -> Settings:
     return settings.model_copy(update=updates)
 
 
-def sample_events(photos_dir: Path, n: int, run: str, seed: int = 7) -> tuple[list[str], set[str]]:
-    """JSON lines of events and the ids of the deliberately mis-categorised ones."""
+def sample_events(
+    photos_dir: Path, n: int, run: str, seed: int = 7, *, bad_inputs: bool = True
+) -> tuple[list[str], set[str]]:
+    """JSON lines of `n` events and the ids of the deliberately mis-categorised ones; with
+    `bad_inputs`, two more lines: a missing photo and an unknown category."""
     rng = random.Random(seed)
     by_category = {
         d.name: sorted(d.glob("*.jpg"))
@@ -75,10 +78,16 @@ def sample_events(photos_dir: Path, n: int, run: str, seed: int = 7) -> tuple[li
     if not by_category:
         raise ConfigError(f"no photos under {photos_dir}/val (set MODQ_DATASETS_DIR)")
     categories = sorted(by_category)
+    # Every photo appears in one listing only, as on a real marketplace: a photo shared by two
+    # sellers is what the duplicate-photo check flags. Photos are drawn without replacement.
+    unused = {c: rng.sample(photos, len(photos)) for c, photos in by_category.items()}
     lines, wrong = [], set()
     for i in range(n):
-        true = rng.choice(categories)
-        photos = rng.sample(by_category[true], k=min(len(by_category[true]), rng.randint(1, 3)))
+        left = [c for c in categories if unused[c]]
+        if not left:
+            raise ConfigError(f"only enough photos under {photos_dir}/val for {i} listings")
+        true = rng.choice(left)
+        photos = [unused[true].pop() for _ in range(min(len(unused[true]), rng.randint(1, 3)))]
         declared = true
         listing_id = f"demo-{run}-{i:03d}"
         if rng.random() < MISCATEGORISED_SHARE:
@@ -89,8 +98,12 @@ def sample_events(photos_dir: Path, n: int, run: str, seed: int = 7) -> tuple[li
             "declared_category": declared,
             "images": [str(p) for p in photos],
             "title": f"{true} for sale",
-            "seller_id": f"seller-{rng.randint(1, 40)}",
+            # Derived from the photo, so a second demo run is the same seller again, not a
+            # different seller reusing the photo.
+            "seller_id": f"seller-{sum(map(ord, photos[0].name)) % 40 + 1}",
         }))  # fmt: skip
+    if not bad_inputs:
+        return lines, wrong
     # Two deliberately bad inputs: a photo that does not exist and an unknown category.
     lines.append(
         json.dumps(

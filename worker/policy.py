@@ -106,7 +106,7 @@ class Policy(BaseModel):
                 best_photo=None,
             )
 
-        mean = probs.mean(axis=0)
+        mean = pooled(probs)
         scores = {label: round(float(p), 6) for label, p in zip(labels, mean, strict=True)}
         order = np.argsort(-mean)
         suggested = [(labels[i], round(float(mean[i]), 4)) for i in order[:3]]
@@ -133,6 +133,19 @@ class Policy(BaseModel):
             suggested=suggested,
             best_photo=best_photo,
         )
+
+
+def pooled(probs: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """One distribution for a listing from its photos' rows: the renormalised geometric mean.
+
+    Each photo is independent evidence, so three photos that each give the declared category
+    1e-3 say less for it than the arithmetic mean (which one ambiguous photo dominates) would.
+    For a single photo it is that photo's distribution, so thresholds calibrated on single
+    photos keep their meaning.
+    """
+    logs = np.log(np.clip(probs.astype(np.float64), 1e-12, 1.0)).mean(axis=0)
+    weights = np.exp(logs - logs.max())
+    return weights / weights.sum()  # type: ignore[no-any-return]
 
 
 def macro(category: str) -> str:
