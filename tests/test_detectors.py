@@ -151,6 +151,10 @@ def test_ocr_ignores_prices_on_a_real_photo(ocr: ContactsDetector, datasets_dir:
         ("SM-G991B 128GB", set()),
         ("5 411188 112709", set()),  # EAN-13 under a barcode
         ("2023-01-15", set()),
+        # Camera timestamps as OCR reads them off real listing photos (date glued to time).
+        ("21.11.201713:12", set()),
+        ("2020/08/0808:52", set()),
+        ("22101900318:37", set()),
         ("3.5mm jack v1.2", set()),
     ],
 )

@@ -15,7 +15,9 @@ COLUMNS = [("listing_id", 18), ("declared_category", 20), ("decision", 8), ("sug
 
 def _cell(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
-    if key == "suggested" and value:
+    if key == "suggested":
+        if not value:
+            return "-"
         category, score = value[0]
         return f"{category} ({score:.2f})"
     return "" if value is None else str(value)

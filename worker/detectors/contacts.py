@@ -29,6 +29,10 @@ _CURRENCY = re.compile(
 )
 _CURRENCY_BEFORE = re.compile(r"(?:[$€£¥₹₽]|eur|usd|gbp|mad|dhs?|rs)\s*$", re.IGNORECASE)
 _DATE = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{4}$")
+# Cameras burn a date and time into photos, and OCR glues them ("21.11.201713:12"): digits
+# that start with a date or run into ":MM" are a timestamp, not a number to call.
+_DATE_START = re.compile(r"^\d{4}[-./]\d{1,2}[-./]|^\d{1,2}[-./]\d{1,2}[-./]\d{4}")
+_TIME_AFTER = re.compile(r"^\s?:\d{2}")
 # A national number is 9-11 digits; with +/00 and a country code 8-15 (E.164). Barcodes
 # (EAN-8/13, UPC-A = 8/13/12 digits without a plus) fall outside the national range.
 _NATIONAL_DIGITS = range(9, 12)
@@ -58,7 +62,7 @@ _HANDLE = re.compile(
 def _is_phone(match: re.Match[str], line: str) -> bool:
     text = match.group(0).strip()
     digits = re.sub(r"\D", "", text)
-    if _DATE.match(text):
+    if _DATE.match(text) or _DATE_START.match(text) or _TIME_AFTER.match(line[match.end() :]):
         return False
     if _CURRENCY.match(line[match.end() :]) or _CURRENCY_BEFORE.search(line[: match.start()]):
         return False

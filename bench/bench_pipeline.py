@@ -1,0 +1,89 @@
+"""Throughput of the moderation pipeline on real listing photos, without broker or database.
+
+    .venv/bin/python bench/bench_pipeline.py [--listings 200] [--detectors nudity]
+    .venv/bin/python bench/bench_pipeline.py --compare runs/model-category-only.onnx
+
+Prints, on this machine:
+- the model alone: ms per photo for one ONNX call per batch (batch 1 and `--batch`), after a
+  warm-up, and the same for `--compare MODEL` (e.g. the graph without the prohibited head, to
+  measure what an extra head costs), both in the same run;
+- the whole pipeline (`worker.pipeline.moderate`: fetch, draft-mode decode on the thread pool,
+  one ONNX call per chunk, detectors, policy) on listings built from listings-v1 val, as
+  listings/s and photos/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from worker.demo import sample_events
+from worker.events import ListingEvent
+from worker.infer import Classifier
+from worker.pipeline import Runtime, moderate
+from worker.settings import get_settings
+
+
+def model_ms_per_photo(path: Path, batch: int, repeats: int) -> float:
+    settings = get_settings()
+    classifier = Classifier.from_path(path, settings)
+    size = classifier.contract.preprocess.input_size
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    classifier.predict(x)  # warm-up: allocations and kernel selection
+    started = time.perf_counter()
+    for _ in range(repeats):
+        classifier.predict(x)
+    return 1000 * (time.perf_counter() - started) / (repeats * batch)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listings", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--compare", type=Path, help="second model for the model-only timing")
+    parser.add_argument(
+        "--detectors", default="nudity", help="comma-separated (MODQ_DETECTORS); '' for none"
+    )
+    args = parser.parse_args()
+    settings = get_settings()
+
+    print(f"model {settings.model_path}")
+    models = [settings.model_path, *([args.compare] if args.compare else [])]
+    for path in models:
+        for batch in (1, args.batch):
+            ms = model_ms_per_photo(path, batch, args.repeats if batch > 1 else 20)
+            print(f"  {path.name:32s} batch {batch:3d}: {ms:6.2f} ms/photo")
+
+    photos = settings.datasets_dir / "listings-v1"
+    lines, _ = sample_events(photos, args.listings, "bench", bad_inputs=False)
+    events = [ListingEvent.model_validate(json.loads(line)) for line in lines]
+    detectors = [d for d in args.detectors.split(",") if d]
+    rt = Runtime.build(
+        settings.model_copy(
+            update={"image_roots": [str(settings.datasets_dir)], "detectors": detectors}
+        ),
+        with_store=False,
+    )
+    try:
+        moderate(events[: args.batch], rt)  # warm-up
+        n_photos = sum(len(e.images) for e in events)
+        started = time.perf_counter()
+        for start in range(0, len(events), settings.batch_size):
+            moderate(events[start : start + settings.batch_size], rt)
+        spent = time.perf_counter() - started
+    finally:
+        rt.close()
+    print(
+        f"pipeline ({settings.batch_size} listings a batch, {settings.decode_threads} decode "
+        f"threads, detectors {detectors or 'none'}): {len(events)} listings, {n_photos} photos "
+        f"in {spent:.1f} s = {len(events) / spent:.1f} listings/s, {n_photos / spent:.1f} photos/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
