@@ -10,7 +10,8 @@ Settings chosen on purpose:
 - Redis visibility timeout (default 1 h) far above buffering + batch time (seconds), so a slow
   batch is never redelivered while it is still being processed.
 - `queue_order_strategy="priority"`: BRPOP lists `moderation.new` first, so a worker only
-  takes backfill work when no new listing waits.
+  takes backfill work when no new listing waits. Backfill messages it has already prefetched
+  still run first, hence dedicated pools for big backfills (docs/backfill.md).
 - Transient failures (database down) re-publish the batch's messages with exponential backoff,
   at most `max_retries` times; after that they go to the `<queue>.dead` queue, never lost.
 """

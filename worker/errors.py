@@ -31,6 +31,10 @@ class EventError(PermanentError):
     """A listing event is malformed or names something modq does not know."""
 
 
+class BackfillError(PermanentError):
+    """A backfill job cannot run as asked: already running, or started with another selection."""
+
+
 class PhotoError(ModqError):
     """A single photo could not be used. `code` is the machine-readable reason."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -57,23 +58,67 @@ def _coerce(event: ListingEvent | dict[str, Any], settings: Settings) -> Listing
     return parse_event(event, known_categories(settings))
 
 
+def _summary(body: dict[str, Any]) -> str:
+    """What monitoring shows of a message: the listing, not Celery's saferepr of the whole
+    event (which costs more than the rest of the publish)."""
+    event = body.get("event")
+    listing = event.get("listing_id") if isinstance(event, dict) else None
+    version = event.get("listing_version") if isinstance(event, dict) else None
+    return repr(
+        {
+            "listing_id": listing,
+            "listing_version": version,
+            "source": body.get("source"),
+            "attempt": body.get("attempt"),
+        }
+    )
+
+
 def publish_bodies(
     bodies: Iterable[dict[str, Any]],
     settings: Settings,
     *,
     queue: str,
     countdown: float | None = None,
+    batch: bool = False,
 ) -> int:
-    """Send prepared message bodies over one pooled connection."""
+    """Send prepared message bodies over one pooled connection.
+
+    `batch` uses kombu's publish batches where it has them (5.7+: one Redis pipeline per 1,000
+    messages instead of a round trip each, ~2× faster) for callers that can re-send the whole
+    lot on failure (`modq backfill` re-sends its page): a batch is not retried message by
+    message, and a failure may leave part of it published.
+    """
     app = _app_for(settings)
     sent = 0
     with app.producer_or_acquire() as producer:
-        for body in bodies:
-            app.send_task(
-                TASK_NAME, kwargs=body, queue=queue, countdown=countdown, producer=producer
-            )
-            sent += 1
+        batching = producer.batch() if batch and hasattr(producer, "batch") else nullcontext()
+        with batching:
+            for body in bodies:
+                app.send_task(
+                    TASK_NAME,
+                    kwargs=body,
+                    queue=queue,
+                    countdown=countdown,
+                    producer=producer,
+                    kwargsrepr=_summary(body),
+                )
+                sent += 1
     return sent
+
+
+def queue_size(settings: Settings, queue: str) -> int:
+    """Messages waiting in `queue`, not counting those a worker has already prefetched.
+
+    Asked through kombu, which knows how its transport stores a queue: on Redis a list named
+    after the queue plus one list per priority step (`<queue>\\x06\\x16<n>`, used only by
+    messages published with a priority), summed with one pipelined LLEN each.
+    """
+    app = _app_for(settings)
+    with app.pool.acquire(block=True) as conn:
+        # A non-passive declare: a passive one fails on Redis when the queue is empty.
+        ok = conn.default_channel.queue_declare(queue=queue, durable=True, auto_delete=False)
+        return int(ok.message_count)
 
 
 def submit_many(

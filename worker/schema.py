@@ -104,3 +104,25 @@ rejected_events = sa.Table(
     sa.CheckConstraint(_in("stage", STAGES), name="stage"),
     sa.Index(None, "received_at"),
 )
+
+# One row per `modq backfill` job (migration 0003_backfill_checkpoints): the checkpoint that
+# lets a killed backfill continue where it stopped. The cursor and the counts advance in one
+# transaction after each published page.
+backfill_jobs = sa.Table(
+    "backfill_jobs",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    # What the job selects (filters, input file digest, deployed model and policy versions).
+    sa.Column("selection", Json, nullable=False),
+    # Position after the last published page: a listing id (table, ids file) or a line number
+    # (export file). Null: nothing published yet.
+    sa.Column("last_listing_id", sa.Text),
+    sa.Column("last_line", sa.Integer),
+    sa.Column("queued", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("already_current", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("not_selected", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("started_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.Column("finished_at", Timestamp),
+)

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
 
     queue_new: str = "moderation.new"
     queue_backfill: str = "moderation.backfill"
+    # `modq backfill` publishes a page only when the backfill queue plus that page stays at or
+    # under this many messages, so Redis memory is bounded however large the backfill
+    # (docs/backfill.md).
+    backfill_high_water: int = Field(10_000, ge=1)
     log_level: str = "INFO"
 
     @field_validator("image_roots", "allowed_hosts", "private_hosts", "detectors", mode="before")
