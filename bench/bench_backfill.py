@@ -36,10 +36,12 @@ from typing import Any
 
 import redis
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench_store import fresh_database  # noqa: E402  (same folder: run as a script)
 
 from worker.events import ListingEvent  # noqa: E402
 from worker.publish import queue_size, submit_many  # noqa: E402
@@ -49,31 +51,9 @@ from worker.store import make_engine, migrate  # noqa: E402
 # --- shared -----------------------------------------------------------------------------------
 
 
-@contextmanager
-def fresh_database(server: str, keep: bool) -> Iterator[str]:
-    name = f"modq_bench_{uuid.uuid4().hex[:10]}"
-    admin_url = make_url(server).set(database="postgres")
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        if not keep:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a `modq` child process build exactly `settings`."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
-        env[f"MODQ_{name.upper()}"] = text
-    return env
+    return {**os.environ, **settings.to_env()}
 
 
 def photos_by_category(folder: Path) -> dict[str, list[str]]:
@@ -163,7 +143,7 @@ def bench_memory(args: argparse.Namespace) -> None:
     run = uuid.uuid4().hex[:8]
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        url = stack.enter_context(fresh_database(args.server, args.keep))
+        url = stack.enter_context(fresh_database(args.server, None, args.keep))
         migrate(url)
         engine = make_engine(url)
         t0 = time.perf_counter()
@@ -370,7 +350,7 @@ def bench_latency(args: argparse.Namespace) -> None:
     run = uuid.uuid4().hex[:8]
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        url = stack.enter_context(fresh_database(args.server, args.keep))
+        url = stack.enter_context(fresh_database(args.server, None, args.keep))
         migrate(url)
         engine = make_engine(url)
         stack.callback(engine.dispose)

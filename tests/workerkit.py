@@ -18,13 +18,7 @@ T = TypeVar("T")
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process build exactly `settings`."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
-        env[f"MODQ_{name.upper()}"] = text
-    return env
+    return {**os.environ, **settings.to_env()}
 
 
 class WorkerProcess:

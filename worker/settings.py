@@ -80,6 +80,17 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as `MODQ_*` variables: what makes a child process (a worker started
+        by the demo, a test or a benchmark) build exactly these settings."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+            env[f"MODQ_{name.upper()}"] = text
+        return env
+
     @property
     def image_root_paths(self) -> list[Path]:
         return [Path(root).expanduser().resolve() for root in self.image_roots]
