@@ -45,8 +45,11 @@ def create_app(settings: Settings) -> Celery:
     if settings.broker_url.startswith("filesystem://"):
         # The embedded fallback broker: message files in the data dir, shared by processes.
         folder = settings.data_dir / "broker"
-        folder.mkdir(parents=True, exist_ok=True)
-        transport.update(data_folder_in=str(folder), data_folder_out=str(folder))
+        control = folder / "control"  # kombu's default is ./control, wherever the command runs
+        control.mkdir(parents=True, exist_ok=True)
+        transport.update(
+            data_folder_in=str(folder), data_folder_out=str(folder), control_folder=str(control)
+        )
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
