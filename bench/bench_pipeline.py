@@ -1,12 +1,13 @@
 """Throughput of the moderation pipeline on real listing photos, without broker or database.
 
     .venv/bin/python bench/bench_pipeline.py [--listings 200] [--detectors nudity]
-    .venv/bin/python bench/bench_pipeline.py --compare runs/model-category-only.onnx
+    .venv/bin/python bench/bench_pipeline.py --compare runs/listings-v1/model.onnx
 
 Prints, on this machine:
 - the model alone: ms per photo for one ONNX call per batch (batch 1 and `--batch`), after a
-  warm-up, and the same for `--compare MODEL` (e.g. the graph without the prohibited head, to
-  measure what an extra head costs), both in the same run;
+  warm-up, and the same for `--compare MODEL` (e.g. runs/listings-v1/model.onnx, the export
+  `make model` writes before it adds the prohibited head, to measure what the head costs),
+  both in the same run;
 - the whole pipeline (`worker.pipeline.moderate`: fetch, draft-mode decode on the thread pool,
   one ONNX call per chunk, detectors, policy) on listings built from listings-v1 val, as
   listings/s and photos/s.
