@@ -401,7 +401,7 @@ def bench_latency(args: argparse.Namespace) -> None:
         t0 = time.monotonic()
 
         def backfill_running() -> bool:
-            return backfill_verdicts(engine) < args.backfill + 1
+            return backfill_verdicts(engine) < args.backfill
 
         window = None if args.during_s == 0 else args.during_s
         label = "during backfill" + ("" if window else " (until it finishes)")
