@@ -120,7 +120,8 @@ def fit_softmax(
     """Class-balanced multinomial logistic regression (full-batch Adam) on standardised
     features; returns weights and bias for the *raw* features (standardisation folded in)."""
     mean, std = x.mean(0), x.std(0) + 1e-6
-    z = (x - mean) / std
+    # float64 once: mixing float32 features with float64 weights would upcast every step.
+    z = ((x - mean) / std).astype(np.float64)
     counts = np.bincount(y, minlength=classes).astype(np.float64)
     sample_w = (len(y) / (classes * np.maximum(counts, 1)))[y]
     sample_w /= sample_w.sum()
