@@ -137,15 +137,22 @@ def mb(n: float) -> str:
 # --- memory -----------------------------------------------------------------------------------
 
 
+def migrated_database(stack: ExitStack, args: argparse.Namespace) -> tuple[str, Engine]:
+    """A throwaway database with the schema built by the migrations, closed with `stack`."""
+    url = stack.enter_context(fresh_database(args.server, None, args.keep))
+    migrate(url)
+    engine = make_engine(url)
+    stack.callback(engine.dispose)
+    return url, engine
+
+
 def bench_memory(args: argparse.Namespace) -> None:
     base = get_settings()
     photos = photos_by_category(base.datasets_dir / "listings-v1" / "train")
     run = uuid.uuid4().hex[:8]
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        url = stack.enter_context(fresh_database(args.server, None, args.keep))
-        migrate(url)
-        engine = make_engine(url)
+        url, engine = migrated_database(stack, args)
         t0 = time.perf_counter()
         copy_listings(engine, args.listings, photos, "mem")
         print(f"filled {args.listings:,} listings with COPY in {time.perf_counter() - t0:.1f} s")
@@ -350,10 +357,7 @@ def bench_latency(args: argparse.Namespace) -> None:
     run = uuid.uuid4().hex[:8]
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        url = stack.enter_context(fresh_database(args.server, None, args.keep))
-        migrate(url)
-        engine = make_engine(url)
-        stack.callback(engine.dispose)
+        url, engine = migrated_database(stack, args)
         copy_listings(engine, args.backfill, train, "old")
         model = model_path(args.model, tmp)
         settings = base_settings(args, url, model, run)

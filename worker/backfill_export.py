@@ -106,12 +106,11 @@ def _file_page(
         try:
             event = parse_event(raw, deployed.categories)
         except EventError as exc:
-            page.counts.skipped += 1
-            page.problems.append(f"{name} line {line_no}: {exc}")
-            page.rejected.append(
+            page.skip(
+                f"{name} line {line_no}: {exc}",
                 RejectedEvent(
                     stage="submit", reason=f"backfill {name} line {line_no}: {exc}", payload=text
-                )
+                ),
             )
             continue
         if _in_window(event, selection):

@@ -131,6 +131,12 @@ class Page:
     rejected: list[RejectedEvent] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
+    def skip(self, problem: str, rejected: RejectedEvent) -> None:
+        """A row that cannot be moderated: counted, reported, and recorded as a rejection."""
+        self.counts.skipped += 1
+        self.problems.append(problem)
+        self.rejected.append(rejected)
+
 
 # --- selection over the listings table ----------------------------------------------------------
 
@@ -219,15 +225,14 @@ def _row_page(
         except EventError as exc:
             # The stored listing cannot be moderated by what is deployed now (a category the
             # model dropped, say): recorded like any other event that cannot be moderated.
-            page.counts.skipped += 1
-            page.problems.append(f"listing {m['listing_id']}: {exc}")
-            page.rejected.append(
+            page.skip(
+                f"listing {m['listing_id']}: {exc}",
                 RejectedEvent(
                     stage="submit",
                     reason=f"backfill: {exc}",
                     payload=json.dumps(raw, default=str),
                     listing_id=m["listing_id"],
-                )
+                ),
             )
             continue
         page.bodies.append(message_body(event, "backfill"))
