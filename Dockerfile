@@ -8,7 +8,7 @@ FROM python:3.11-slim AS cpu
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 COPY pyproject.toml README.md alembic.ini ./
-COPY worker worker
+COPY modq modq
 COPY training training
 COPY migrations migrations
 COPY models models
@@ -24,7 +24,7 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_BREAK_SYSTEM_PACKAGES=1
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-pip \
     && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md alembic.ini ./
-COPY worker worker
+COPY modq modq
 COPY training training
 COPY migrations migrations
 COPY models models

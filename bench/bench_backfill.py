@@ -43,10 +43,10 @@ sys.path.insert(0, str(REPO))
 
 from bench_store import fresh_database  # noqa: E402  (same folder: run as a script)
 
-from worker.events import ListingEvent  # noqa: E402
-from worker.publish import queue_size, submit_many  # noqa: E402
-from worker.settings import Settings, get_settings  # noqa: E402
-from worker.store import make_engine, migrate  # noqa: E402
+from modq.domain.events import ListingEvent  # noqa: E402
+from modq.ingest.publish import queue_size, submit_many  # noqa: E402
+from modq.settings import Settings, get_settings  # noqa: E402
+from modq.store.verdicts import make_engine, migrate  # noqa: E402
 
 # --- shared -----------------------------------------------------------------------------------
 
@@ -162,7 +162,7 @@ def bench_memory(args: argparse.Namespace) -> None:
         stack.callback(client.delete, queue)
 
         baseline = used_memory(client)
-        cmd = [sys.executable, "-m", "worker", "backfill", "--page-size", str(args.page_size),
+        cmd = [sys.executable, "-m", "modq", "backfill", "--page-size", str(args.page_size),
                "--high-water", str(args.high_water), "--no-progress"]  # fmt: skip
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, env=settings_env(settings), stdout=subprocess.PIPE, text=True)
@@ -223,7 +223,7 @@ def bench_memory(args: argparse.Namespace) -> None:
 def worker_process(settings: Settings, log: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "worker", "--loglevel", "WARNING", *extra],
+            [sys.executable, "-m", "modq", "worker", "--loglevel", "WARNING", *extra],
             env=settings_env(settings),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -387,7 +387,7 @@ def bench_latency(args: argparse.Namespace) -> None:
         print(f"phase 1: no backfill, {args.baseline_s:.0f} s")
         before = trickle(engine, settings, val, rng, args.rate, args.baseline_s, "base")
 
-        cmd = [sys.executable, "-m", "worker", "backfill", "--no-progress"]
+        cmd = [sys.executable, "-m", "modq", "backfill", "--no-progress"]
         if args.high_water:
             cmd += ["--high-water", str(args.high_water)]
         with (logs / "backfill.log").open("wb") as out:

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from worker.detectors.mih import HashIndex
+from modq.detectors.mih import HashIndex
 
 
 def main() -> None:

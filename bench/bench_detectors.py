@@ -15,20 +15,20 @@ import argparse
 import time
 from collections import Counter
 
-from worker.decode import decode_image
-from worker.detectors.base import Detector
-from worker.messages import PhotoResult
-from worker.policy import Policy
-from worker.preprocess import PreprocessSpec
-from worker.settings import get_settings
+from modq.detectors.base import Detector
+from modq.domain.preprocess import PreprocessSpec
+from modq.domain.verdicts import PhotoResult
+from modq.pipeline.decode import decode_image
+from modq.policy.policy import Policy
+from modq.settings import get_settings
 
 
 def _build(name: str) -> Detector:
     if name == "nudity":
-        from worker.detectors.nudity import NudityDetector
+        from modq.detectors.nudity import NudityDetector
 
         return NudityDetector(["CPUExecutionProvider"])
-    from worker.detectors.contacts import ContactsDetector
+    from modq.detectors.contacts import ContactsDetector
 
     return ContactsDetector(["CPUExecutionProvider"])
 

@@ -15,10 +15,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from worker.classify import classify_files
-from worker.messages import PhotoResult
-from worker.policy import Policy
-from worker.settings import get_settings
+from modq.domain.verdicts import PhotoResult
+from modq.pipeline.classify import classify_files
+from modq.policy.policy import Policy
+from modq.settings import get_settings
 
 
 def main() -> None:

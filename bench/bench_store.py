@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
-from worker.events import ListingEvent
-from worker.messages import PhotoResult, Verdict
-from worker.settings import get_settings
-from worker.store import count_verdicts, make_engine, migrate, query_verdicts, save_batch
+from modq.domain.events import ListingEvent
+from modq.domain.verdicts import PhotoResult, Verdict
+from modq.settings import get_settings
+from modq.store.verdicts import count_verdicts, make_engine, migrate, query_verdicts, save_batch
 
 CATEGORIES = [
     "fashion.tshirt", "fashion.longsleeve", "fashion.shirt", "fashion.pants", "fashion.shorts",

@@ -1,7 +1,7 @@
 """Alembic environment for modq: where the database is and how to connect for a migration.
 
 The URL comes from, in order: `alembic -x url=...`, the config's `sqlalchemy.url` (set by
-`worker.store.migrate` and by the tests), then `worker.settings` (MODQ_DATABASE_URL).
+`modq.store.verdicts.migrate` and by the tests), then `modq.settings` (MODQ_DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from logging.config import fileConfig
 import sqlalchemy as sa
 from alembic import context
 
-from worker.schema import metadata
-from worker.settings import get_settings
+from modq.settings import get_settings
+from modq.store.schema import metadata
 
 config = context.config
 _LOCK = 0x6D6F6471  # "modq": the advisory lock that serialises concurrent migrations
 
 # Only the Alembic command line configures logging: when an application calls
-# worker.store.migrate() its own logging setup must survive.
+# modq.store.verdicts.migrate() its own logging setup must survive.
 if config.config_file_name and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 

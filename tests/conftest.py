@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from modq.settings import Settings
 from tests.modelkit import build_tiny_model
-from worker.settings import Settings
 
 # The server the tests create their throwaway databases on; `postgres` is the maintenance db.
 PG_ADMIN_URL = os.environ.get(
@@ -59,7 +59,7 @@ def datasets_dir() -> Path:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh database with every migration applied, dropped after the session."""
-    from worker.store import migrate
+    from modq.store.verdicts import migrate
 
     url = create_database()
     migrate(url)

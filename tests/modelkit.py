@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from worker.contract import ModelContract
-from worker.preprocess import PreprocessSpec
+from modq.domain.contract import ModelContract
+from modq.domain.preprocess import PreprocessSpec
 
 # The 15 categories of listings-v1, in the order of its categories.json.
 LISTING_LABELS = [

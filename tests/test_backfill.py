@@ -27,19 +27,19 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from modq.backfill.run import job_status
+from modq.domain.events import ListingEvent
+from modq.domain.verdicts import PhotoResult, Verdict
+from modq.ingest.broker import TASK_NAME, create_app
+from modq.ingest.publish import message_body, publish_bodies, queue_size
+from modq.policy.policy import Policy
+from modq.settings import Settings
+from modq.store import verdicts as store
+from modq.store.history import Side, diff_verdicts
+from modq.store.schema import listings, verdicts
 from tests.conftest import create_database, drop_database
 from tests.photokit import colour_jpeg
 from tests.workerkit import running_worker, settings_env
-from worker import store
-from worker.backfill import job_status
-from worker.celery_app import TASK_NAME, create_app
-from worker.events import ListingEvent
-from worker.history import Side, diff_verdicts
-from worker.messages import PhotoResult, Verdict
-from worker.policy import Policy
-from worker.publish import message_body, publish_bodies, queue_size
-from worker.schema import listings, verdicts
-from worker.settings import Settings
 
 CATEGORIES = ["fashion.shoes", "fashion.hat", "food.fruit"]
 DEPLOYED_MODEL = "tiny-1"  # tests.modelkit's default version
@@ -143,7 +143,7 @@ def seed(
 
 
 def backfill_args(*args: str) -> list[str]:
-    return [sys.executable, "-m", "worker", "backfill", *args]
+    return [sys.executable, "-m", "modq", "backfill", *args]
 
 
 def run_backfill_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -342,7 +342,7 @@ def test_killed_backfill_resumes_with_no_gaps_and_history_is_kept(
         for c in sorted(per_category)
     ]
     cli = subprocess.run(
-        [sys.executable, "-m", "worker", "verdicts", "diff", "--from-model", OLD_MODEL,
+        [sys.executable, "-m", "modq", "verdicts", "diff", "--from-model", OLD_MODEL,
          "--to-model", DEPLOYED_MODEL],
         env=settings_env(settings), capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
@@ -467,7 +467,7 @@ def test_diff_by_policy_version(settings: Settings, engine: Engine, photo_root: 
     )
     assert {(r["category"], r["from"], r["to"]): r["listings"] for r in rows} == expected
     cli = subprocess.run(
-        [sys.executable, "-m", "worker", "verdicts", "diff", "--from-policy", "p1",
+        [sys.executable, "-m", "modq", "verdicts", "diff", "--from-policy", "p1",
          "--to-policy", "p2", "--json"],
         env=settings_env(settings), capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip

@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from worker.cli import main
-from worker.detectors.bankcli import add_photos, remove_photos
-from worker.detectors.rules import DetectorRules
-from worker.events import ListingEvent
-from worker.messages import PhotoResult, Verdict
-from worker.pipeline import Runtime, handle_messages
-from worker.settings import Settings, get_settings
+from modq.cli.bank import add_photos, remove_photos
+from modq.cli.main import main
+from modq.domain.events import ListingEvent
+from modq.domain.verdicts import PhotoResult, Verdict
+from modq.pipeline.moderate import Runtime, handle_messages
+from modq.policy.detector_rules import DetectorRules
+from modq.settings import Settings, get_settings
 
 
 def _val_photos(datasets_dir: Path, category: str, n: int) -> list[Path]:

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worker.decode import decode_image
-from worker.errors import PhotoDecodeError, PhotoError, PhotoTooLargeError
-from worker.preprocess import PreprocessSpec
+from modq.domain.preprocess import PreprocessSpec
+from modq.errors import PhotoDecodeError, PhotoError, PhotoTooLargeError
+from modq.pipeline.decode import decode_image
 
 SPEC = PreprocessSpec()
 MAX_PIXELS = 50_000_000

@@ -22,7 +22,7 @@ def test_demo_runs_on_the_embedded_fallback_and_writes_only_its_data_dir(
         "MODQ_MODEL_PATH": str(shipped_model),
     }
     out = subprocess.run(
-        [sys.executable, "-m", "worker", "demo", "--listings", "6", "--timeout", "120"],
+        [sys.executable, "-m", "modq", "demo", "--listings", "6", "--timeout", "120"],
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from worker.detectors.base import DetectorError, Scores, score_isolated
-from worker.detectors.contacts import ContactsDetector, find_contacts
-from worker.detectors.hashing import hamming, pdq_hash
-from worker.detectors.mih import HashIndex
-from worker.detectors.nudity import NudityDetector
+from modq.detectors.base import DetectorError, Scores, score_isolated
+from modq.detectors.contacts import ContactsDetector, find_contacts
+from modq.detectors.hashing import hamming, pdq_hash
+from modq.detectors.mih import HashIndex
+from modq.detectors.nudity import NudityDetector
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 

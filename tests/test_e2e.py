@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
+from modq.cli.demo import sample_events
+from modq.ingest.submit_file import submit_lines
+from modq.pipeline.infer import read_contract
+from modq.settings import Settings
+from modq.store import verdicts as store
 from tests.workerkit import WorkerProcess, running_worker, settings_env
-from worker import store
-from worker.demo import sample_events
-from worker.infer import read_contract
-from worker.settings import Settings
-from worker.submit import submit_lines
 
 LISTINGS = 200
 

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.errors import (
+from modq.errors import (
     PhotoError,
     PhotoFetchError,
     PhotoFetchRetryable,
@@ -32,8 +32,8 @@ from worker.errors import (
     PhotoTooLargeError,
     RetryableError,
 )
-from worker.fetch import HostPolicy, PhotoFetcher, blocked_reason
-from worker.settings import Settings
+from modq.pipeline.fetch import HostPolicy, PhotoFetcher, blocked_reason
+from modq.settings import Settings
 
 CAP = 256 * 1024
 

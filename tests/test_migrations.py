@@ -12,11 +12,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from modq.settings import REPO_ROOT
+from modq.store.database import alembic_config
+from modq.store.schema import metadata
+from modq.store.verdicts import downgrade, migrate
 from tests.conftest import create_database, drop_database
-from worker.database import alembic_config
-from worker.schema import metadata
-from worker.settings import REPO_ROOT
-from worker.store import downgrade, migrate
 
 OWN_TABLES = {"listings", "verdicts", "rejected_events"}
 OWN_INDEXES = {

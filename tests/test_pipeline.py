@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from modq.domain.events import ListingEvent
+from modq.pipeline.moderate import Runtime, handle_messages, moderate
+from modq.settings import Settings
+from modq.store import verdicts as store
 from tests.photokit import bad_photos, colour_jpeg
-from worker import store
-from worker.events import ListingEvent
-from worker.pipeline import Runtime, handle_messages, moderate
-from worker.settings import Settings
 
 MAX_BYTES = 200_000
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.errors import ConfigError
-from worker.events import ListingEvent
-from worker.messages import PhotoResult
-from worker.policy import Policy
-from worker.settings import DEFAULT_POLICY
+from modq.domain.events import ListingEvent
+from modq.domain.verdicts import PhotoResult
+from modq.errors import ConfigError
+from modq.policy.policy import Policy
+from modq.settings import DEFAULT_POLICY
 
 LABELS = ["fashion.shirt", "fashion.tshirt", "electronics.laptop", "electronics.phone"]
 

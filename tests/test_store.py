@@ -14,12 +14,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tests.conftest import create_database, drop_database
-from worker import store
-from worker.errors import StoreUnavailable
-from worker.events import ListingEvent
-from worker.messages import PhotoResult, RejectedEvent, Verdict
-from worker.store import (
+from modq.domain.events import ListingEvent
+from modq.domain.verdicts import PhotoResult, RejectedEvent, Verdict
+from modq.errors import StoreUnavailable
+from modq.store import verdicts as store
+from modq.store.verdicts import (
     count_verdicts,
     list_rejected,
     make_engine,
@@ -28,6 +27,7 @@ from worker.store import (
     record_rejected,
     save_batch,
 )
+from tests.conftest import create_database, drop_database
 
 
 @pytest.fixture(scope="module")

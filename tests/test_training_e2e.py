@@ -16,15 +16,15 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
+from modq.domain.contract import ModelContract
+from modq.domain.events import ListingEvent
+from modq.domain.preprocess import preprocess
+from modq.domain.verdicts import PhotoResult
+from modq.pipeline.decode import decode_image
+from modq.pipeline.infer import Classifier
+from modq.policy.policy import Policy
+from modq.settings import DEFAULT_POLICY, Settings
 from training.cli import main
-from worker.contract import ModelContract
-from worker.decode import decode_image
-from worker.events import ListingEvent
-from worker.infer import Classifier
-from worker.messages import PhotoResult
-from worker.policy import Policy
-from worker.preprocess import preprocess
-from worker.settings import DEFAULT_POLICY, Settings
 
 
 def tiny_dataset(source: Path, dest: Path, n_train: int, n_val: int) -> Path:

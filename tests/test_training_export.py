@@ -10,11 +10,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from modq.domain.contract import ModelContract
 from training import TrainingError
 from training.backbones import build
 from training.export import OPSET, PARITY_TOLERANCE, model_version, parity, to_onnx
 from training.transforms import eval_array
-from worker.contract import ModelContract
 
 LABELS = ["electronics.laptop", "electronics.phone", "fashion.dress", "food.fruit"]
 

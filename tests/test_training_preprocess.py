@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modq.domain.preprocess import PreprocessSpec, preprocess, resize_and_crop
+from modq.pipeline.decode import decode_image
+from modq.settings import Settings
 from training.data import Item
 from training.evaluate import _EvalPhotos
 from training.features import _Views
 from training.transforms import TrainAugment, eval_array
-from worker.decode import decode_image
-from worker.preprocess import PreprocessSpec, preprocess, resize_and_crop
-from worker.settings import Settings
 
 
 @pytest.fixture(scope="module")

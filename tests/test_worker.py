@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
+from modq.domain.events import ListingEvent
+from modq.ingest.publish import message_body, publish_bodies, submit_many
+from modq.settings import Settings
+from modq.store import verdicts as store
 from tests.conftest import create_database, database_url, drop_database
 from tests.httpkit import PhotoServer, photo_server
 from tests.photokit import bad_photos, colour_jpeg
 from tests.workerkit import WorkerProcess, running_worker
-from worker import store
-from worker.events import ListingEvent
-from worker.publish import message_body, publish_bodies, submit_many
-from worker.settings import Settings
 
 MAX_BYTES = 200_000
 

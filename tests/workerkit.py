@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from worker.settings import Settings
+from modq.settings import Settings
 
 T = TypeVar("T")
 
@@ -53,7 +53,7 @@ def running_worker(settings: Settings, log_path: Path, *args: str) -> Iterator[W
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "worker", "--loglevel", "INFO", *args],
+            [sys.executable, "-m", "modq", "worker", "--loglevel", "INFO", *args],
             env=settings_env(settings),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from modq.domain.preprocess import PreprocessSpec
 from training import TrainingError
-from worker.preprocess import PreprocessSpec
 
 DEFAULT_ARCH = "efficientnet-lite0"
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large")

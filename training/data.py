@@ -24,11 +24,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from modq.domain.preprocess import PreprocessSpec
+from modq.errors import PhotoError
+from modq.pipeline.decode import decode_image
+from modq.settings import Settings
 from training import TrainingError
-from worker.decode import decode_image
-from worker.errors import PhotoError
-from worker.preprocess import PreprocessSpec
-from worker.settings import Settings
 
 SPLITS = ("train", "val")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}

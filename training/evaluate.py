@@ -23,11 +23,11 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from modq.domain.preprocess import PreprocessSpec
 from training.data import Item, Manifest
 from training.export import Exportable, module_session
 from training.features import SMALL
 from training.transforms import eval_array
-from worker.preprocess import PreprocessSpec
 
 Probs = npt.NDArray[np.float32]
 

@@ -24,11 +24,11 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from modq.domain.contract import ModelContract
+from modq.domain.preprocess import PreprocessSpec
 from training import TrainingError
 from training.backbones import Net
 from training.transforms import eval_array
-from worker.contract import ModelContract
-from worker.preprocess import PreprocessSpec
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4

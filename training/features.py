@@ -21,10 +21,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from modq.domain.preprocess import PreprocessSpec
 from training.data import Item
 from training.export import module_session
 from training.transforms import TrainAugment, eval_array, load_photo
-from worker.preprocess import PreprocessSpec
 
 SMALL = 256
 

@@ -32,10 +32,10 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from tqdm import tqdm
 
+from modq.domain.contract import DetectorHead, ModelContract
+from modq.domain.preprocess import preprocess
+from modq.pipeline.decode import decode_image
 from training import TrainingError
-from worker.contract import DetectorHead, ModelContract
-from worker.decode import decode_image
-from worker.preprocess import preprocess
 
 DETECTOR = "prohibited"
 OUTPUT = "prohibited_probs"

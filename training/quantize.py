@@ -21,10 +21,10 @@ from onnxruntime.quantization import (
 )
 from tqdm import tqdm
 
+from modq.domain.contract import ModelContract
+from modq.domain.preprocess import PreprocessSpec
 from training.export import onnx_probs, session, set_metadata
 from training.transforms import eval_array
-from worker.contract import ModelContract
-from worker.preprocess import PreprocessSpec
 
 
 class _Photos(CalibrationDataReader):

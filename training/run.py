@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import tomlkit
 
+from modq.domain.contract import ModelContract
 from training import TrainingError
 from training.data import Item, Manifest, prepare, report
 from training.evaluate import (
@@ -37,7 +38,6 @@ from training.evaluate import (
 )
 from training.export import model_version, parity, ship, to_onnx
 from training.train import TrainConfig, Trainer, items_for, load_checkpoint
-from worker.contract import ModelContract
 
 MAX_SHIPPED_MB = 20.0
 REPORT_SHARES = (0.05, 0.1, 0.2, 0.5)

@@ -1,7 +1,7 @@
 """Photo → tensor, for evaluation (exactly the worker's preprocessing) and for training.
 
-Evaluation does not re-implement anything: it calls `worker.decode.decode_image` and
-`worker.preprocess.preprocess`, the functions the worker runs in production. Training
+Evaluation does not re-implement anything: it calls `modq.pipeline.decode.decode_image` and
+`modq.domain.preprocess.preprocess`, the functions the worker runs in production. Training
 augments the decoded PIL image with torchvision (random resized crop, flip, small rotation,
 colour jitter), normalises with the worker's own `normalise`, then adds a little noise.
 """
@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from worker.decode import decode_image
-from worker.preprocess import PreprocessSpec, normalise, preprocess
+from modq.domain.preprocess import PreprocessSpec, normalise, preprocess
+from modq.pipeline.decode import decode_image
 
 DEFAULT_MAX_PIXELS = 50_000_000
 

@@ -1,0 +1,3 @@
+from modq.cli.main import run
+
+run()

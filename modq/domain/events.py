@@ -1,0 +1,99 @@
+"""Listing events: the message the marketplace publishes, and how it is validated.
+
+An event carries ids and photo references only, never image bytes. `parse_event` is used
+both by `modq submit` (before publishing) and by the worker (on receipt), so both reject
+the same things with the same reasons.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from modq.errors import EventError
+
+SCHEMA_VERSION = 1
+MAX_IMAGES = 10
+
+
+class ListingEvent(BaseModel):
+    """A new or edited listing. An edit bumps `listing_version` and is moderated again."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    listing_id: str = Field(min_length=1, max_length=128)
+    declared_category: str = Field(min_length=1, max_length=128)
+    images: list[str] = Field(min_length=1, max_length=MAX_IMAGES)
+    title: str | None = Field(default=None, max_length=1000)
+    seller_id: str | None = Field(default=None, max_length=128)
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    listing_version: int = Field(default=1, ge=1)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(
+                f"unsupported schema_version {value} (this worker reads {SCHEMA_VERSION})"
+            )
+        return value
+
+    @field_validator("images")
+    @classmethod
+    def _non_empty_refs(cls, value: list[str]) -> list[str]:
+        if any(not ref.strip() for ref in value):
+            raise ValueError("image references must be non-empty strings")
+        return value
+
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def to_message(self) -> dict[str, Any]:
+        """JSON-safe dict, the body that travels through the broker."""
+        return self.model_dump(mode="json")
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "event"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_event(raw: str | bytes | dict[str, Any], categories: Collection[str]) -> ListingEvent:
+    """Validate one event. Raises `EventError` with a reason a human can act on."""
+    if isinstance(raw, str | bytes):
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise EventError(f"not JSON: {exc}") from exc
+    else:
+        data = raw
+    if not isinstance(data, dict):
+        raise EventError(f"event must be a JSON object, got {type(data).__name__}")
+    if isinstance(data.get("images"), list) and len(data["images"]) > MAX_IMAGES:
+        raise EventError(f"too many images: {len(data['images'])} (at most {MAX_IMAGES})")
+    try:
+        event = ListingEvent.model_validate(data)
+    except ValidationError as exc:
+        raise EventError(_describe(exc)) from exc
+    if event.declared_category not in categories:
+        raise EventError(f"unknown category {event.declared_category!r}")
+    return event
+
+
+def raw_text(raw: str | bytes | dict[str, Any]) -> str:
+    """The payload as text, for the `rejected_events` table."""
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", errors="replace")
+    if isinstance(raw, str):
+        return raw
+    return json.dumps(raw, default=str)

@@ -1,0 +1,143 @@
+"""Database plumbing shared by the store and the CLI: engines, error translation, migrations.
+
+PostgreSQL is the first-class target; SQLite (a file) is the demo's fallback when no server is
+reachable, and everything here works on both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine, make_url
+
+from modq.errors import StoreUnavailable
+from modq.settings import REPO_ROOT
+
+_TRANSIENT = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,  # connection pool exhausted
+)
+
+
+def _json_default(obj: object) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if hasattr(obj, "item"):  # numpy scalars from the model's outputs
+        return obj.item()
+    raise TypeError(f"cannot store {type(obj).__name__} as JSON")
+
+
+def _clean(obj: Any) -> Any:
+    """PostgreSQL refuses NUL in text and NaN/Infinity in JSONB: replace them, lose nothing else."""
+    if isinstance(obj, str):
+        return obj.replace("\x00", "\ufffd")
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {_clean(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def json_dumps(obj: Any) -> str:
+    """The engines' JSON serialiser: tuples become lists, pydantic models and numpy work."""
+    text = json.dumps(obj, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+    # Cheap check first; the rewrite is only paid by the rare value that needs it.
+    if "\\u0000" in text or "NaN" in text or "Infinity" in text:
+        text = json.dumps(_clean(json.loads(text)), ensure_ascii=False, separators=(",", ":"))
+    return text
+
+
+def clean_text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: replace it rather than fail the whole batch."""
+    return None if value is None else value.replace("\x00", "\ufffd")
+
+
+def as_utc(value: datetime) -> datetime:
+    # SQLite keeps only the wall-clock digits, so every stored time is UTC.
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the worker and the CLI: checked connections, bounded pool, our JSON."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "json_serializer": json_dumps}
+    if parsed.get_backend_name() == "postgresql":
+        kwargs.update(pool_size=5, max_overflow=5, pool_timeout=10, pool_recycle=1800)
+        if parsed.get_driver_name() in ("psycopg2", "psycopg"):
+            # Fail fast when the server is unreachable rather than hang on TCP.
+            kwargs["connect_args"] = {"connect_timeout": 5, "application_name": "modq"}
+    sqlite_path = _sqlite_file(url)
+    if sqlite_path is not None:
+        sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(parsed, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+@contextmanager
+def unavailable(what: str) -> Iterator[None]:
+    """Raise errors that may pass (lost connection, deadlock, full pool) as StoreUnavailable."""
+    try:
+        yield
+    except _TRANSIENT as exc:
+        # The DBAPI message, not SQLAlchemy's, which would repeat a 64-row statement.
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = lines[0] if lines else type(exc).__name__
+        raise StoreUnavailable(f"database unavailable while {what}: {reason}") from exc
+
+
+def alembic_config(url: str) -> Config:
+    """Alembic's configuration for `url`, found from the repository root, not the cwd."""
+    cfg = Config(str(REPO_ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    # configparser interpolation: a literal % (URL-encoded passwords) must be doubled.
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the database at `url` up to `revision` (what `modq migrate` runs)."""
+    sqlite_path = _sqlite_file(url)
+    if sqlite_path is not None:
+        sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    with unavailable(f"migrating to {revision}"):
+        command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Take the database at `url` down to `revision` ("base" removes every table)."""
+    with unavailable(f"downgrading to {revision}"):
+        command.downgrade(alembic_config(url), revision)

@@ -1,0 +1,336 @@
+"""Storage: idempotent batch writes of verdicts and the moderators' queries.
+
+Every write is an upsert keyed on what makes a message unique, so a message delivered twice
+never makes a second row. Each listing points at its *current* verdict: the one for the highest
+listing version, and among those the most recently created row (a re-moderation with a new
+model or policy version). Older verdicts stay for audit. Only plain values and dicts leave this
+module; database errors that may pass are raised as `StoreUnavailable`. Engines and migrations
+live in `modq.store.database` and are re-exported here, the module the pipeline and CLI import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from modq.domain.events import ListingEvent
+from modq.domain.verdicts import RejectedEvent, Verdict
+from modq.errors import ConfigError
+from modq.store.database import as_utc, clean_text, downgrade, make_engine, migrate, unavailable
+from modq.store.schema import DECISIONS, listings, rejected_events, verdicts
+
+__all__ = [
+    "count_verdicts",
+    "downgrade",
+    "list_rejected",
+    "make_engine",
+    "migrate",
+    "query_verdicts",
+    "record_rejected",
+    "save_batch",
+]
+
+# Rows are passed to execute() as a list: SQLAlchemy's "insertmanyvalues" sends each chunk as
+# ONE multi-row INSERT ... ON CONFLICT ... RETURNING, compiled once and cached (a .values(list)
+# statement is recompiled per batch). The chunk bounds the bound parameters of one statement.
+_CHUNK = 1000
+_VERDICT_KEY = ("listing_id", "listing_version", "model_version", "policy_version")
+_VERDICT_DATA = (
+    "declared_category", "decision", "reasons", "suggested", "best_photo", "scores", "photos",
+    "timings", "source",
+)  # fmt: skip
+_LISTING_DATA = (
+    "listing_version", "declared_category", "seller_id", "title", "images", "created_at",
+)  # fmt: skip
+
+VerdictKey = tuple[str, int, str, str]
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which offers ON CONFLICT (both PostgreSQL and SQLite do)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise ConfigError(f"unsupported database {conn.dialect.name!r}: use PostgreSQL or SQLite")
+
+
+def _chunks(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(rows), _CHUNK):
+        yield rows[start : start + _CHUNK]
+
+
+# --- writes ------------------------------------------------------------------------------------
+
+
+def _listing_row(event: ListingEvent) -> dict[str, Any]:
+    return {
+        "listing_id": clean_text(event.listing_id),
+        "listing_version": event.listing_version,
+        "declared_category": clean_text(event.declared_category),
+        "seller_id": clean_text(event.seller_id),
+        "title": clean_text(event.title),
+        "images": list(event.images),
+        "created_at": as_utc(event.created_at),
+    }
+
+
+def _stub_row(verdict: Verdict, now: datetime) -> dict[str, Any]:
+    """A listing row reconstructed from a verdict whose event was not passed in."""
+    photos = sorted(verdict.photos, key=lambda p: p.index)
+    return {
+        "listing_id": clean_text(verdict.listing_id),
+        "listing_version": verdict.listing_version,
+        "declared_category": clean_text(verdict.declared_category),
+        "seller_id": None,
+        "title": None,
+        "images": [p.ref for p in photos],
+        "created_at": now,
+    }
+
+
+def _verdict_row(verdict: Verdict) -> dict[str, Any]:
+    row = verdict.model_dump(mode="json", include={*_VERDICT_KEY, *_VERDICT_DATA})
+    for name in ("listing_id", "model_version", "policy_version", "declared_category"):
+        row[name] = clean_text(row[name])
+    return row
+
+
+def _key(verdict: Verdict) -> VerdictKey:
+    return (
+        clean_text(verdict.listing_id) or "",
+        verdict.listing_version,
+        clean_text(verdict.model_version) or "",
+        clean_text(verdict.policy_version) or "",
+    )
+
+
+def _upsert_listings(
+    conn: Connection, events: Sequence[ListingEvent], batch: Sequence[Verdict]
+) -> None:
+    newest: dict[str, ListingEvent] = {}
+    for event in events:
+        seen = newest.get(event.listing_id)
+        if seen is None or event.listing_version >= seen.listing_version:
+            newest[event.listing_id] = event
+    rows = {lid: _listing_row(event) for lid, event in newest.items()}
+    now = datetime.now(UTC)
+    for verdict in batch:  # a verdict whose event was not passed in still needs its listing
+        if verdict.listing_id not in rows:
+            rows[verdict.listing_id] = _stub_row(verdict, now)
+    # Step 1, in one pass sorted by listing_id: insert the missing rows and lock the existing
+    # ones ("update nothing" still takes the row lock). Every batch takes its locks in the same
+    # order, so concurrent batches serialise per listing and cannot deadlock.
+    inserted: set[str] = set()
+    ins = _insert(conn, listings)
+    lock = ins.on_conflict_do_update(
+        index_elements=[listings.c.listing_id],
+        set_={"listing_id": ins.excluded.listing_id},
+        where=sa.false(),
+    ).returning(listings.c.listing_id)
+    for chunk in _chunks([rows[lid] for lid in sorted(rows)]):
+        inserted.update(conn.execute(lock, chunk).scalars())
+    # Step 2: rows that existed take the event's data unless they already hold a newer version.
+    stale = [rows[lid] for lid in sorted(newest) if rows[lid]["listing_id"] not in inserted]
+    update = ins.on_conflict_do_update(
+        index_elements=[listings.c.listing_id],
+        set_={**{c: ins.excluded[c] for c in _LISTING_DATA}, "updated_at": sa.func.now()},
+        where=listings.c.listing_version <= ins.excluded.listing_version,
+    ).returning(listings.c.listing_id)  # RETURNING makes it one multi-row statement too
+    for chunk in _chunks(stale):
+        conn.execute(update, chunk)
+
+
+def _upsert_verdicts(conn: Connection, batch: Sequence[Verdict]) -> dict[VerdictKey, int]:
+    # ON CONFLICT cannot touch one row twice in a statement: a redelivery inside the batch
+    # is collapsed first, the last copy winning.
+    unique = {_key(v): v for v in batch}
+    rows = [_verdict_row(unique[key]) for key in sorted(unique)]
+    ids: dict[VerdictKey, int] = {}
+    key_cols = [verdicts.c[name] for name in _VERDICT_KEY]
+    ins = _insert(conn, verdicts)
+    upsert = ins.on_conflict_do_update(
+        index_elements=key_cols, set_={c: ins.excluded[c] for c in _VERDICT_DATA}
+    ).returning(verdicts.c.id, *key_cols)
+    for chunk in _chunks(rows):
+        for row in conn.execute(upsert, chunk):
+            ids[(row.listing_id, row.listing_version, row.model_version, row.policy_version)] = (
+                row.id
+            )
+    return ids
+
+
+def _promote_current(conn: Connection, listing_ids: set[str]) -> None:
+    """Point each listing at its best verdict: highest listing version, then newest row.
+
+    A redelivered older version (or an older model's verdict, whose row keeps its old id)
+    therefore never takes over from a newer one.
+    """
+    best = (
+        sa.select(verdicts.c.id)
+        .where(verdicts.c.listing_id == listings.c.listing_id)
+        .order_by(verdicts.c.listing_version.desc(), verdicts.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    ordered = sorted(listing_ids)
+    for start in range(0, len(ordered), _CHUNK):
+        conn.execute(
+            sa.update(listings)
+            .where(
+                listings.c.listing_id.in_(ordered[start : start + _CHUNK]),
+                listings.c.current_verdict_id.is_distinct_from(best),
+            )
+            .values(current_verdict_id=best, updated_at=sa.func.now())
+        )
+
+
+def _insert_rejected(conn: Connection, rejected: Sequence[RejectedEvent]) -> None:
+    rows = [
+        {
+            "stage": r.stage,
+            "reason": clean_text(r.reason),
+            "payload": clean_text(r.payload),
+            "listing_id": clean_text(r.listing_id),
+        }
+        for r in rejected
+    ]
+    for chunk in _chunks(rows):
+        conn.execute(sa.insert(rejected_events).returning(rejected_events.c.id), chunk)
+
+
+def save_batch(
+    engine: Engine,
+    events: Sequence[ListingEvent],
+    verdicts: Sequence[Verdict],
+    rejected: Sequence[RejectedEvent] = (),
+) -> list[int]:
+    """Store a batch in one transaction; return the verdict ids in input order.
+
+    Saving the same batch again changes nothing and returns the same ids.
+    """
+    if not (events or verdicts or rejected):
+        return []
+    with unavailable(f"saving {len(verdicts)} verdicts"), engine.begin() as conn:
+        _upsert_listings(conn, events, verdicts)
+        ids = _upsert_verdicts(conn, verdicts)
+        _insert_rejected(conn, rejected)
+        _promote_current(conn, {_key(v)[0] for v in verdicts})
+    return [ids[_key(v)] for v in verdicts]
+
+
+def record_rejected(engine: Engine, rejected: Sequence[RejectedEvent]) -> None:
+    """Keep events that could not be moderated, with their raw payload and the reason."""
+    if not rejected:
+        return
+    with unavailable(f"recording {len(rejected)} rejected events"), engine.begin() as conn:
+        _insert_rejected(conn, rejected)
+
+
+# --- queries -----------------------------------------------------------------------------------
+
+
+def _filtered(
+    select: sa.Select[Any],
+    *,
+    decision: str | None,
+    category: str | None,
+    since: datetime | None,
+    listing: str | None,
+    current_only: bool,
+) -> sa.Select[Any]:
+    if decision is not None and decision not in DECISIONS:
+        raise ValueError(f"unknown decision {decision!r}: one of {', '.join(DECISIONS)}")
+    if current_only:
+        on = listings.c.current_verdict_id == verdicts.c.id
+    else:
+        on = listings.c.listing_id == verdicts.c.listing_id
+    select = select.select_from(verdicts.join(listings, on))
+    if decision is not None:
+        select = select.where(verdicts.c.decision == decision)
+    if category is not None:
+        select = select.where(verdicts.c.declared_category == category)
+    if since is not None:
+        select = select.where(verdicts.c.created_at >= as_utc(since))
+    if listing is not None:
+        select = select.where(verdicts.c.listing_id == listing)
+    return select
+
+
+def _verdict_dict(row: sa.Row[Any]) -> dict[str, Any]:
+    out = dict(row._mapping)
+    out["suggested"] = [tuple(pair) for pair in out["suggested"]]
+    out["created_at"] = as_utc(out["created_at"])
+    out["current"] = bool(out["current"])
+    return out
+
+
+def query_verdicts(
+    engine: Engine,
+    *,
+    decision: str | None = None,
+    category: str | None = None,
+    since: datetime | None = None,
+    listing: str | None = None,
+    limit: int = 100,
+    current_only: bool = True,
+) -> list[dict[str, Any]]:
+    """Verdicts newest first: each listing's current one, or every row (`current_only=False`).
+
+    `limit=0` returns all matches.
+    """
+    columns = [c for c in verdicts.c]
+    current = (listings.c.current_verdict_id == verdicts.c.id).label("current")
+    select = _filtered(
+        sa.select(*columns, listings.c.title, current),
+        decision=decision,
+        category=category,
+        since=since,
+        listing=listing,
+        current_only=current_only,
+    ).order_by(verdicts.c.created_at.desc(), verdicts.c.id.desc())
+    if limit > 0:
+        select = select.limit(limit)
+    with unavailable("querying verdicts"), engine.connect() as conn:
+        return [_verdict_dict(row) for row in conn.execute(select)]
+
+
+def count_verdicts(
+    engine: Engine,
+    *,
+    decision: str | None = None,
+    category: str | None = None,
+    since: datetime | None = None,
+    listing: str | None = None,
+    current_only: bool = True,
+) -> int:
+    """How many verdicts `query_verdicts(..., limit=0)` would return."""
+    select = _filtered(
+        sa.select(sa.func.count()),
+        decision=decision,
+        category=category,
+        since=since,
+        listing=listing,
+        current_only=current_only,
+    )
+    with unavailable("counting verdicts"), engine.connect() as conn:
+        return int(conn.execute(select).scalar_one())
+
+
+def list_rejected(engine: Engine, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Rejected events newest first (`limit=0`: all)."""
+    select = sa.select(rejected_events).order_by(
+        rejected_events.c.received_at.desc(), rejected_events.c.id.desc()
+    )
+    if limit > 0:
+        select = select.limit(limit)
+    with unavailable("listing rejected events"), engine.connect() as conn:
+        rows = [dict(row._mapping) for row in conn.execute(select)]
+    for row in rows:
+        row["received_at"] = as_utc(row["received_at"])
+    return rows
