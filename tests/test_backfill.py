@@ -28,10 +28,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from modq.backfill.run import job_status
+from modq.domain.envelope import make_body
 from modq.domain.events import ListingEvent
 from modq.domain.verdicts import PhotoResult, Verdict
 from modq.ingest.broker import TASK_NAME, create_app
-from modq.ingest.publish import message_body, publish_bodies, queue_size
+from modq.ingest.publish import publish_bodies, queue_size
 from modq.policy.policy import Policy
 from modq.settings import Settings
 from modq.store import verdicts as store
@@ -435,9 +436,9 @@ def test_a_worker_takes_new_listings_before_backfill_work(
     fresh = [event_for(f"new-{i:02d}", photo_root, i) for i in range(24)]
     # Both queues hold work before the worker starts; backfill work was queued first.
     publish_bodies(
-        [message_body(e, "backfill") for e in backlog], settings, queue=settings.queue_backfill
+        [make_body(e, "backfill") for e in backlog], settings, queue=settings.queue_backfill
     )
-    publish_bodies([message_body(e, "new") for e in fresh], settings, queue=settings.queue_new)
+    publish_bodies([make_body(e, "new") for e in fresh], settings, queue=settings.queue_new)
     with running_worker(settings, tmp_path / "worker.log", "--queues", "all") as worker:
         worker.wait_for(lambda: len(current_models(engine)) == 48, 120, "48 verdicts")
     rows = store.query_verdicts(engine, limit=0)
@@ -481,7 +482,7 @@ def test_queue_size_counts_kombu_priority_lists(settings: Settings, broker: redi
         for priority in (None, 5, 9):
             app.send_task(
                 TASK_NAME,
-                kwargs=message_body(event, "backfill"),
+                kwargs=make_body(event, "backfill"),
                 queue=settings.queue_backfill,
                 priority=priority,
                 producer=producer,

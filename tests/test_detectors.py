@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from modq.detectors.base import DetectorError, Scores, score_isolated
+from modq.detectors.base import Scores, score_isolated
 from modq.detectors.contacts import ContactsDetector, find_contacts
 from modq.detectors.hashing import hamming, pdq_hash
 from modq.detectors.mih import HashIndex
 from modq.detectors.nudity import NudityDetector
+from modq.errors import DetectorError
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 

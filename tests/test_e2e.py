@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from modq.cli.demo import sample_events
+from modq.domain.contract import read_contract
 from modq.ingest.submit_file import submit_lines
-from modq.pipeline.infer import read_contract
 from modq.settings import Settings
 from modq.store import verdicts as store
 from tests.workerkit import WorkerProcess, running_worker, settings_env

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from modq.domain.events import ListingEvent
 from modq.domain.verdicts import PhotoResult, RejectedEvent, Verdict
-from modq.errors import StoreUnavailable
+from modq.errors import StoreUnavailable, UsageError
 from modq.store import verdicts as store
 from modq.store.verdicts import (
     count_verdicts,
@@ -246,7 +246,7 @@ def test_query_filters(engine: Engine) -> None:
     newest_first = [v["created_at"] for v in query_verdicts(engine, limit=0)]
     assert newest_first == sorted(newest_first, reverse=True)
     assert query_verdicts(engine, decision="reject", category="fashion.shoes") == []
-    with pytest.raises(ValueError, match="unknown decision 'aprove'"):
+    with pytest.raises(UsageError, match="unknown decision 'aprove'"):
         query_verdicts(engine, decision="aprove")
 
 

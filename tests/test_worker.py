@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from modq.domain.envelope import make_body
 from modq.domain.events import ListingEvent
-from modq.ingest.publish import message_body, publish_bodies, submit_many
+from modq.ingest.publish import publish_bodies, submit_many
 from modq.settings import Settings
 from modq.store import verdicts as store
 from tests.conftest import create_database, database_url, drop_database
@@ -125,9 +126,9 @@ def test_redelivered_message_makes_one_verdict_row(
     event = ListingEvent(listing_id=f"dup-{uuid.uuid4().hex[:6]}", declared_category="fashion.hat",
                          images=[str(path)])  # fmt: skip
     sentinel = event.model_copy(update={"listing_id": event.listing_id + "-sentinel"})
-    body = message_body(event, "new")
+    body = make_body(event, "new")
     publish_bodies([body, body, body], settings, queue=settings.queue_new)
-    publish_bodies([message_body(sentinel, "new")], settings, queue=settings.queue_new)
+    publish_bodies([make_body(sentinel, "new")], settings, queue=settings.queue_new)
     worker.wait_for(lambda: verdicts_for(engine, [sentinel.listing_id]), 30, "the sentinel verdict")
     history = store.query_verdicts(engine, listing=event.listing_id, limit=0, current_only=False)
     assert len(history) == 1

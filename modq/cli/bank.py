@@ -1,22 +1,26 @@
-"""What `modq bank add/remove` do: hash photo files with PDQ and edit the banks table."""
+"""`modq bank add|list|remove`: hash photo files with PDQ and edit the image banks."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import click
+
+from modq.cli.photos import expand
 from modq.detectors.hashing import PhotoHash, pdq_hash
 from modq.domain.preprocess import PreprocessSpec
 from modq.errors import PhotoError
+from modq.pipeline.decode import decode_image
 from modq.policy.policy import Policy
-from modq.settings import Settings
-from modq.store.banks import BankEntry, add_to_bank, remove_from_bank
-from modq.store.verdicts import make_engine
+from modq.settings import Settings, get_settings
+from modq.store.banks import add_to_bank, list_banks, remove_from_bank
+from modq.store.database import make_engine
+from modq.store.interface import BankEntry
 
 
 def hash_file(path: Path, settings: Settings) -> PhotoHash:
     """PDQ hash of a photo file, decoded exactly as the worker decodes listing photos."""
-    from modq.pipeline.decode import decode_image
-
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -45,3 +49,41 @@ def add_photos(settings: Settings, bank: str, paths: list[Path]) -> tuple[int, l
 def remove_photos(settings: Settings, bank: str, paths: list[Path] | None) -> int:
     hashes = None if paths is None else [hash_file(p, settings).bytes for p in paths]
     return remove_from_bank(make_engine(settings.database_url), bank, hashes)
+
+
+@click.group()
+def bank() -> None:
+    """Image banks: PDQ hashes of banned photos; a listing photo within the policy's
+    distance of any of them is rejected with `banned_image: bank NAME`."""
+
+
+@bank.command("add")
+@click.argument("name")
+@click.argument("photos", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def bank_add(name: str, photos: Sequence[Path]) -> None:
+    """Hash PHOTOS (files or folders) into bank NAME, creating it if needed."""
+    added, skipped = add_photos(get_settings(), name, list(expand(photos)))
+    for line in skipped:
+        click.echo(f"skipped {line}", err=True)
+    click.echo(f"bank {name}: {added} hashes added, {len(skipped)} photos skipped")
+
+
+@bank.command("list")
+def bank_list() -> None:
+    """Every bank with its number of hashes."""
+    engine = make_engine(get_settings().database_url)
+    try:
+        banks = list_banks(engine)
+    finally:
+        engine.dispose()
+    for row in banks:
+        click.echo(f"{row['name']}\t{row['hashes']} hashes\tcreated {row['created_at']:%Y-%m-%d}")
+
+
+@bank.command("remove")
+@click.argument("name")
+@click.argument("photos", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def bank_remove(name: str, photos: Sequence[Path]) -> None:
+    """Remove bank NAME entirely, or only the hashes of PHOTOS from it."""
+    removed = remove_photos(get_settings(), name, list(expand(photos)) or None)
+    click.echo(f"bank {name}: {removed} hashes removed" + ("" if photos else ", bank deleted"))

@@ -24,8 +24,9 @@ from tqdm import tqdm
 from modq.cli.report import print_verdicts
 from modq.errors import ConfigError
 from modq.ingest.submit_file import submit_lines
-from modq.settings import Settings
+from modq.settings import Settings, get_settings
 from modq.store import verdicts as store
+from modq.store.database import database_answers
 
 MISCATEGORISED_SHARE = 0.15
 
@@ -39,25 +40,12 @@ def _redis_up(url: str) -> bool:
         return False
 
 
-def _postgres_up(url: str) -> bool:
-    import sqlalchemy as sa
-
-    try:
-        engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except sa.exc.SQLAlchemyError:
-        return False
-
-
 def choose_backends(settings: Settings) -> Settings:
     chosen = settings.model_fields_set
     updates: dict[str, Any] = {}
     if "broker_url" not in chosen and not _redis_up(settings.broker_url):
         updates["broker_url"] = "filesystem://"
-    if "database_url" not in chosen and not _postgres_up(settings.database_url):
+    if "database_url" not in chosen and not database_answers(settings.database_url):
         updates["database_url"] = f"sqlite:///{settings.data_dir / 'modq-demo.sqlite'}"
     if updates:
         click.echo(f"no local Redis/PostgreSQL reachable: using embedded fallback {updates}")
@@ -135,23 +123,17 @@ def run_demo(settings: Settings, *, listings: int, timeout_s: float) -> None:
 
     run = uuid.uuid4().hex[:6]
     lines, wrong = sample_events(photos, listings, run)
-    env = {
-        **os.environ,
-        "MODQ_BROKER_URL": settings.broker_url,
-        "MODQ_DATABASE_URL": settings.database_url,
-        "MODQ_DATA_DIR": str(settings.data_dir),
-        "MODQ_IMAGE_ROOTS": str(settings.datasets_dir),
-        "MODQ_LOG_LEVEL": "WARNING",
-    }
+    worker_settings = settings.model_copy(
+        update={"image_roots": [str(settings.datasets_dir)], "log_level": "WARNING"}
+    )
+    env = {**os.environ, **worker_settings.to_env()}
     log_path = settings.data_dir / "demo-worker.log"
     with log_path.open("w") as log_file:
         worker = subprocess.Popen(
             [sys.executable, "-m", "modq", "worker"], env=env, stdout=log_file, stderr=log_file
         )
     try:
-        report = submit_lines(
-            lines, settings.model_copy(update={"image_roots": [str(settings.datasets_dir)]})
-        )
+        report = submit_lines(lines, worker_settings)
         for line_no, reason in report.rejected:
             click.echo(f"submit: line {line_no} rejected: {reason}")
         engine = store.make_engine(settings.database_url)
@@ -203,3 +185,11 @@ def _summary(rows: list[dict[str, Any]], wrong: set[str]) -> None:
         f"summary: {dict(decisions)}; mis-categorised flagged {len(flagged)}/{len(wrong)}; "
         f"correct listings approved {len(clean_ok)}/{len(clean)}"
     )
+
+
+@click.command()
+@click.option("--listings", type=int, default=100, show_default=True)
+@click.option("--timeout", type=float, default=600, show_default=True)
+def demo(listings: int, timeout: float) -> None:
+    """Moderate sample listings built from the shared photos end to end and print verdicts."""
+    run_demo(get_settings(), listings=listings, timeout_s=timeout)

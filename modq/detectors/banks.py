@@ -20,11 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.engine import Engine
-
-from modq.detectors import bank_store
 from modq.detectors.hashing import PhotoHash, to_matrix
 from modq.detectors.mih import HashIndex
+from modq.store.interface import BankStore, PhotoHashRow
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +31,6 @@ HASH_BITS = 256
 
 def similarity(distance: int) -> float:
     return round(1.0 - distance / HASH_BITS, 6)
-
-
-def distance_of(score: float) -> int:
-    return round((1.0 - score) * HASH_BITS)
 
 
 @dataclass(frozen=True)
@@ -56,8 +50,8 @@ class PhotoKey:
 
 
 class BankMatcher:
-    def __init__(self, engine: Engine, config: BankConfig) -> None:
-        self.engine = engine
+    def __init__(self, store: BankStore, config: BankConfig) -> None:
+        self.store = store
         self.config = config
         self._lock = threading.Lock()
         self._loaded_at = float("-inf")
@@ -70,9 +64,9 @@ class BankMatcher:
         """Reload banks and the recent-photo window when `refresh_s` has passed."""
         if not force and time.monotonic() - self._loaded_at < self.config.refresh_s:
             return
-        hashes, names = bank_store.load_bank_hashes(self.engine, self.config.min_quality)
+        hashes, names = self.store.load_bank_hashes(self.config.min_quality)
         since = datetime.now(UTC) - timedelta(days=self.config.duplicate_window_days)
-        recent = bank_store.load_recent_photo_hashes(self.engine, since, self.config.min_quality)
+        recent = self.store.load_recent_photo_hashes(since, self.config.min_quality)
         banks, photos = HashIndex(to_matrix(hashes)), HashIndex(to_matrix([r[0] for r in recent]))
         with self._lock:
             self._banks, self._bank_names = banks, names
@@ -116,12 +110,12 @@ class BankMatcher:
 
     def _remember(self, keys: Sequence[PhotoKey], hashes: Sequence[PhotoHash]) -> None:
         rows = [
-            bank_store.PhotoHashRow(
+            PhotoHashRow(
                 k.listing_id, k.photo_index, k.listing_version, k.seller_id, h.bytes, h.quality
             )
             for k, h in zip(keys, hashes, strict=True)
         ]
-        bank_store.save_photo_hashes(self.engine, rows)
+        self.store.save_photo_hashes(rows)
         good = [
             (k, h)
             for k, h in zip(keys, hashes, strict=True)
@@ -131,16 +125,3 @@ class BankMatcher:
             with self._lock:
                 self._recent.add(to_matrix([h.bytes for _, h in good]))
                 self._recent_owner.extend((k.seller_id, k.listing_id) for k, _ in good)
-
-
-def nearest_distances(
-    index: HashIndex, queries: Sequence[bytes], max_distance: int
-) -> list[int | None]:
-    """Distance of each query's nearest indexed hash within `max_distance` (None = no match)."""
-    best: list[int | None] = [None] * len(queries)
-    if not queries:
-        return best
-    for q, _, d in zip(*index.search(to_matrix(list(queries)), max_distance), strict=True):
-        cur = best[int(q)]
-        best[int(q)] = int(d) if cur is None else min(cur, int(d))
-    return best

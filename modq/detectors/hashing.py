@@ -42,14 +42,6 @@ def pdq_hash(img: Image.Image) -> PhotoHash:
     return PhotoHash(hex=packed.tobytes().hex(), quality=int(quality))
 
 
-def parse_hex(value: str) -> bytes:
-    """A 64-hex-digit PDQ hash → 32 bytes; ValueError with the reason otherwise."""
-    text = value.strip().lower()
-    if len(text) != 2 * HASH_BYTES:
-        raise ValueError(f"a PDQ hash has {2 * HASH_BYTES} hex digits, got {len(text)}")
-    return bytes.fromhex(text)
-
-
 def to_matrix(hashes: list[bytes]) -> npt.NDArray[np.uint8]:
     """Hashes as an (n, 32) uint8 matrix."""
     if not hashes:

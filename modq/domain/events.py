@@ -8,7 +8,7 @@ the same things with the same reasons.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,3 +97,19 @@ def raw_text(raw: str | bytes | dict[str, Any]) -> str:
     if isinstance(raw, str):
         return raw
     return json.dumps(raw, default=str)
+
+
+def latest_versions(events: Sequence[ListingEvent]) -> list[ListingEvent]:
+    """One event per listing, the highest version (a later copy wins a tie): a batch may
+    hold redeliveries and updates of the same listing."""
+    newest: dict[str, ListingEvent] = {}
+    for event in events:
+        kept = newest.get(event.listing_id)
+        if kept is None or event.listing_version >= kept.listing_version:
+            newest[event.listing_id] = event
+    return list(newest.values())
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware UTC time; a naive one is taken as UTC (SQLite keeps only wall-clock digits)."""
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)

@@ -6,13 +6,18 @@ any stage can be serialised, logged or moved to another process.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Decision = Literal["approve", "reject", "review"]
 Source = Literal["new", "backfill"]
+Stage = Literal["submit", "worker"]
 Scored = tuple[str, float]
+
+DECISIONS: tuple[Decision, ...] = get_args(Decision)
+SOURCES: tuple[Source, ...] = get_args(Source)
+STAGES: tuple[Stage, ...] = get_args(Stage)
 
 
 class PhotoResult(BaseModel):
@@ -62,7 +67,7 @@ class RejectedEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    stage: Literal["submit", "worker"]
+    stage: Stage
     reason: str
     payload: str
     listing_id: str | None = None

@@ -1,4 +1,4 @@
-"""Image banks and photo hashes in the database (tables made by migration 0002_image_banks).
+"""Image banks and photo hashes in the database (tables in `modq.store.schema`).
 
 Banks are named sets of PDQ hashes of photos the marketplace has banned; `modq bank` edits
 them, and workers load them into memory (see `modq.detectors.banks`). `photo_hashes` holds
@@ -8,79 +8,17 @@ the hash of every moderated photo with its seller, for the duplicate-photo check
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
-from modq.errors import ConfigError
+from modq.errors import NotFoundError
+from modq.store.database import dialect_insert as _insert
 from modq.store.database import unavailable
-from modq.store.schema import NAMING_CONVENTION
-
-metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
-BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-Timestamp = sa.DateTime(timezone=True)
-
-image_banks = sa.Table(
-    "image_banks",
-    metadata,
-    sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column("name", sa.Text, nullable=False, unique=True),
-    sa.Column("description", sa.Text),
-    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
-)
-bank_hashes = sa.Table(
-    "bank_hashes",
-    metadata,
-    sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column(
-        "bank_id", BigId, sa.ForeignKey("image_banks.id", ondelete="CASCADE"), nullable=False
-    ),
-    sa.Column("hash", sa.LargeBinary(32), nullable=False),
-    sa.Column("quality", sa.Integer, nullable=False),
-    sa.Column("source", sa.Text),
-    sa.Column("added_at", Timestamp, nullable=False, server_default=sa.func.now()),
-    sa.UniqueConstraint("bank_id", "hash"),
-)
-photo_hashes = sa.Table(
-    "photo_hashes",
-    metadata,
-    sa.Column("listing_id", sa.Text, primary_key=True),
-    sa.Column("photo_index", sa.Integer, primary_key=True),
-    sa.Column("listing_version", sa.Integer, nullable=False),
-    sa.Column("seller_id", sa.Text),
-    sa.Column("hash", sa.LargeBinary(32), nullable=False),
-    sa.Column("quality", sa.Integer, nullable=False),
-    sa.Column("seen_at", Timestamp, nullable=False, server_default=sa.func.now()),
-)
-
-
-@dataclass(frozen=True)
-class BankEntry:
-    hash: bytes
-    quality: int
-    source: str | None = None
-
-
-@dataclass(frozen=True)
-class PhotoHashRow:
-    listing_id: str
-    photo_index: int
-    listing_version: int
-    seller_id: str | None
-    hash: bytes
-    quality: int
-
-
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    if conn.dialect.name == "sqlite":
-        return sqlite.insert(table)
-    raise ConfigError(f"unsupported database {conn.dialect.name!r}: use PostgreSQL or SQLite")
+from modq.store.interface import BankEntry, PhotoHashRow
+from modq.store.schema import bank_hashes, image_banks, photo_hashes
 
 
 def add_to_bank(engine: Engine, bank: str, entries: Sequence[BankEntry]) -> int:
@@ -116,14 +54,14 @@ def list_banks(engine: Engine) -> list[dict[str, Any]]:
 def remove_from_bank(engine: Engine, bank: str, hashes: Sequence[bytes] | None = None) -> int:
     """Delete the given hashes from `bank`, or the whole bank when `hashes` is None.
 
-    Returns the number of hashes removed; raises ConfigError when the bank does not exist.
+    Returns the number of hashes removed; raises NotFoundError when the bank does not exist.
     """
     with unavailable(f"removing from bank {bank}"), engine.begin() as conn:
         bank_id = conn.execute(
             sa.select(image_banks.c.id).where(image_banks.c.name == bank)
         ).scalar_one_or_none()
         if bank_id is None:
-            raise ConfigError(f"no bank named {bank!r}")
+            raise NotFoundError(f"no bank named {bank!r}")
         where = bank_hashes.c.bank_id == bank_id
         if hashes is not None:
             where = sa.and_(where, bank_hashes.c.hash.in_(list(hashes)))
@@ -175,3 +113,21 @@ def load_recent_photo_hashes(
     )
     with unavailable("loading recent photo hashes"), engine.connect() as conn:
         return [(bytes(h), s, str(lid)) for h, s, lid in conn.execute(query)]
+
+
+class SqlBankStore:
+    """`BankStore` on a SQLAlchemy engine: what the worker's `BankMatcher` is given."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def load_bank_hashes(self, min_quality: int) -> tuple[list[bytes], list[str]]:
+        return load_bank_hashes(self.engine, min_quality)
+
+    def load_recent_photo_hashes(
+        self, since: datetime, min_quality: int
+    ) -> list[tuple[bytes, str | None, str]]:
+        return load_recent_photo_hashes(self.engine, since, min_quality)
+
+    def save_photo_hashes(self, rows: Sequence[PhotoHashRow]) -> None:
+        save_photo_hashes(self.engine, rows)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from modq.domain.verdicts import DECISIONS, SOURCES, STAGES
+
 # Names every constraint and index predictably, so migrations can refer to them by name.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -28,10 +30,6 @@ Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 # BIGINT identity on PostgreSQL; on SQLite only "INTEGER PRIMARY KEY" autoincrements.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Timestamp = sa.DateTime(timezone=True)
-
-DECISIONS = ("approve", "reject", "review")
-SOURCES = ("new", "backfill")
-STAGES = ("submit", "worker")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -125,4 +123,42 @@ backfill_jobs = sa.Table(
     sa.Column("started_at", Timestamp, nullable=False, server_default=sa.func.now()),
     sa.Column("updated_at", Timestamp, nullable=False, server_default=sa.func.now()),
     sa.Column("finished_at", Timestamp),
+)
+
+# Image banks (migration 0002_image_banks): named sets of PDQ hashes of banned photos, and the
+# hash of every moderated photo with its seller for the duplicate-photo check.
+
+image_banks = sa.Table(
+    "image_banks",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("description", sa.Text),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+)
+bank_hashes = sa.Table(
+    "bank_hashes",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "bank_id", BigId, sa.ForeignKey("image_banks.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("quality", sa.Integer, nullable=False),
+    sa.Column("source", sa.Text),
+    sa.Column("added_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.UniqueConstraint("bank_id", "hash"),
+)
+photo_hashes = sa.Table(
+    "photo_hashes",
+    metadata,
+    sa.Column("listing_id", sa.Text, primary_key=True),
+    sa.Column("photo_index", sa.Integer, primary_key=True),
+    sa.Column("listing_version", sa.Integer, nullable=False),
+    sa.Column("seller_id", sa.Text),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("quality", sa.Integer, nullable=False),
+    sa.Column("seen_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    # The worker loads the recent window (duplicate photos) by this column.
+    sa.Index(None, "seen_at"),
 )

@@ -15,14 +15,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from modq.domain.events import ListingEvent
-from modq.domain.verdicts import RejectedEvent, Verdict
-from modq.errors import ConfigError
+from modq.domain.events import ListingEvent, latest_versions
+from modq.domain.verdicts import DECISIONS, RejectedEvent, Verdict
+from modq.errors import UsageError
+from modq.store.banks import SqlBankStore
 from modq.store.database import as_utc, clean_text, downgrade, make_engine, migrate, unavailable
-from modq.store.schema import DECISIONS, listings, rejected_events, verdicts
+from modq.store.database import dialect_insert as _insert
+from modq.store.interface import Stores
+from modq.store.schema import listings, rejected_events, verdicts
 
 __all__ = [
     "count_verdicts",
@@ -49,15 +51,6 @@ _LISTING_DATA = (
 )  # fmt: skip
 
 VerdictKey = tuple[str, int, str, str]
-
-
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    """The dialect's INSERT, which offers ON CONFLICT (both PostgreSQL and SQLite do)."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    if conn.dialect.name == "sqlite":
-        return sqlite.insert(table)
-    raise ConfigError(f"unsupported database {conn.dialect.name!r}: use PostgreSQL or SQLite")
 
 
 def _chunks(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -113,11 +106,7 @@ def _key(verdict: Verdict) -> VerdictKey:
 def _upsert_listings(
     conn: Connection, events: Sequence[ListingEvent], batch: Sequence[Verdict]
 ) -> None:
-    newest: dict[str, ListingEvent] = {}
-    for event in events:
-        seen = newest.get(event.listing_id)
-        if seen is None or event.listing_version >= seen.listing_version:
-            newest[event.listing_id] = event
+    newest = {event.listing_id: event for event in latest_versions(events)}
     rows = {lid: _listing_row(event) for lid, event in newest.items()}
     now = datetime.now(UTC)
     for verdict in batch:  # a verdict whose event was not passed in still needs its listing
@@ -190,7 +179,8 @@ def _promote_current(conn: Connection, listing_ids: set[str]) -> None:
         )
 
 
-def _insert_rejected(conn: Connection, rejected: Sequence[RejectedEvent]) -> None:
+def insert_rejected(conn: Connection, rejected: Sequence[RejectedEvent]) -> None:
+    """Add rejected events inside the caller's transaction (the one place that writes them)."""
     rows = [
         {
             "stage": r.stage,
@@ -219,7 +209,7 @@ def save_batch(
     with unavailable(f"saving {len(verdicts)} verdicts"), engine.begin() as conn:
         _upsert_listings(conn, events, verdicts)
         ids = _upsert_verdicts(conn, verdicts)
-        _insert_rejected(conn, rejected)
+        insert_rejected(conn, rejected)
         _promote_current(conn, {_key(v)[0] for v in verdicts})
     return [ids[_key(v)] for v in verdicts]
 
@@ -229,7 +219,7 @@ def record_rejected(engine: Engine, rejected: Sequence[RejectedEvent]) -> None:
     if not rejected:
         return
     with unavailable(f"recording {len(rejected)} rejected events"), engine.begin() as conn:
-        _insert_rejected(conn, rejected)
+        insert_rejected(conn, rejected)
 
 
 # --- queries -----------------------------------------------------------------------------------
@@ -245,7 +235,7 @@ def _filtered(
     current_only: bool,
 ) -> sa.Select[Any]:
     if decision is not None and decision not in DECISIONS:
-        raise ValueError(f"unknown decision {decision!r}: one of {', '.join(DECISIONS)}")
+        raise UsageError(f"unknown decision {decision!r}: one of {', '.join(DECISIONS)}")
     if current_only:
         on = listings.c.current_verdict_id == verdicts.c.id
     else:
@@ -334,3 +324,27 @@ def list_rejected(engine: Engine, *, limit: int = 100) -> list[dict[str, Any]]:
     for row in rows:
         row["received_at"] = as_utc(row["received_at"])
     return rows
+
+
+class SqlVerdictStore:
+    """`VerdictStore` on a SQLAlchemy engine: what the worker's pipeline writes through."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def save_batch(
+        self,
+        events: Sequence[ListingEvent],
+        verdicts: Sequence[Verdict],
+        rejected: Sequence[RejectedEvent] = (),
+    ) -> list[int]:
+        return save_batch(self.engine, events, verdicts, rejected)
+
+    def record_rejected(self, rejected: Sequence[RejectedEvent]) -> None:
+        record_rejected(self.engine, rejected)
+
+
+def open_stores(url: str) -> Stores:
+    """The SQL stores on one engine (pool) for `url`; `close()` releases its connections."""
+    engine = make_engine(url)
+    return Stores(SqlVerdictStore(engine), SqlBankStore(engine), close=engine.dispose)
