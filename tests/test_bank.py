@@ -19,7 +19,7 @@ from modq.pipeline.moderate import handle_messages
 from modq.pipeline.runtime import Runtime
 from modq.policy.detector_rules import DetectorRules
 from modq.settings import Settings, get_settings
-from modq.store.verdicts import open_stores
+from modq.store.stores import open_stores
 
 
 def _val_photos(datasets_dir: Path, category: str, n: int) -> list[Path]:

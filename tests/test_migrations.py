@@ -14,9 +14,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from modq.settings import REPO_ROOT
-from modq.store.database import alembic_config
+from modq.store.database import alembic_config, downgrade, migrate
 from modq.store.schema import metadata
-from modq.store.verdicts import downgrade, migrate
 from tests.conftest import create_database, drop_database
 
 OWN_TABLES = set(metadata.tables)

@@ -13,8 +13,9 @@ from modq.domain.events import ListingEvent
 from modq.pipeline.moderate import handle_messages, moderate
 from modq.pipeline.runtime import Runtime
 from modq.settings import Settings
-from modq.store import verdicts as store
-from modq.store.verdicts import open_stores
+from modq.store.database import make_engine
+from modq.store.queries import list_rejected, query_verdicts
+from modq.store.stores import open_stores
 from tests.photokit import bad_photos, colour_jpeg
 
 MAX_BYTES = 200_000
@@ -29,7 +30,7 @@ def photo_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def engine(pg_url: str) -> Iterator[Engine]:
-    eng = store.make_engine(pg_url)
+    eng = make_engine(pg_url)
     yield eng
     eng.dispose()
 
@@ -110,7 +111,7 @@ def test_bad_events_are_recorded_not_dropped(
     assert "declared_category: Field required" in reasons[1]
     assert reasons[2] == "unknown category 'pets.dog'"
     assert reasons[3] == "too many images: 11 (at most 10)"
-    stored = store.list_rejected(engine, limit=0)
+    stored = list_rejected(engine, limit=0)
     assert {r["payload"] for r in stored} >= {"{not json"}
     assert {r["listing_id"] for r in stored} >= {"m1", "u1", "t1"}
-    assert store.query_verdicts(engine, listing="pipe-ok")[0]["decision"] == "approve"
+    assert query_verdicts(engine, listing="pipe-ok")[0]["decision"] == "approve"

@@ -17,16 +17,10 @@ from sqlalchemy.engine import Engine
 from modq.domain.events import ListingEvent
 from modq.domain.verdicts import PhotoResult, RejectedEvent, Verdict
 from modq.errors import StoreUnavailable, UsageError
-from modq.store import verdicts as store
-from modq.store.verdicts import (
-    count_verdicts,
-    list_rejected,
-    make_engine,
-    migrate,
-    query_verdicts,
-    record_rejected,
-    save_batch,
-)
+from modq.store import verdicts as verdicts_module
+from modq.store.database import make_engine, migrate
+from modq.store.queries import count_verdicts, list_rejected, query_verdicts
+from modq.store.verdicts import record_rejected, save_batch
 from tests.conftest import create_database, drop_database
 
 
@@ -253,7 +247,7 @@ def test_query_filters(engine: Engine) -> None:
 def test_large_batches_are_split_into_several_statements(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "_CHUNK", 3)
+    monkeypatch.setattr(verdicts_module, "_CHUNK", 3)
     batch = [verdict(f"C{i:02d}", version=1 + i % 2) for i in range(10)]
     ids = save(engine, *batch)
     assert len(set(ids)) == 10 and count_verdicts(engine) == 10

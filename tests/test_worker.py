@@ -17,7 +17,8 @@ from modq.domain.envelope import make_body
 from modq.domain.events import ListingEvent
 from modq.ingest.publish import publish_bodies, submit_many
 from modq.settings import Settings
-from modq.store import verdicts as store
+from modq.store.database import make_engine, migrate
+from modq.store.queries import count_verdicts, list_rejected, query_verdicts
 from tests.conftest import create_database, database_url, drop_database
 from tests.httpkit import PhotoServer, photo_server
 from tests.photokit import bad_photos, colour_jpeg
@@ -61,15 +62,13 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 def engine(settings: Settings) -> Any:
-    engine = store.make_engine(settings.database_url)
+    engine = make_engine(settings.database_url)
     yield engine
     engine.dispose()
 
 
 def verdicts_for(engine: Any, ids: list[str]) -> dict[str, dict[str, Any]] | None:
-    found = {
-        r["listing_id"]: r for r in store.query_verdicts(engine, limit=0) if r["listing_id"] in ids
-    }
+    found = {r["listing_id"]: r for r in query_verdicts(engine, limit=0) if r["listing_id"] in ids}
     return found if len(found) == len(ids) else None
 
 
@@ -130,9 +129,9 @@ def test_redelivered_message_makes_one_verdict_row(
     publish_bodies([body, body, body], settings, queue=settings.queue_new)
     publish_bodies([make_body(sentinel, "new")], settings, queue=settings.queue_new)
     worker.wait_for(lambda: verdicts_for(engine, [sentinel.listing_id]), 30, "the sentinel verdict")
-    history = store.query_verdicts(engine, listing=event.listing_id, limit=0, current_only=False)
+    history = query_verdicts(engine, listing=event.listing_id, limit=0, current_only=False)
     assert len(history) == 1
-    assert store.count_verdicts(engine, listing=event.listing_id) == 1
+    assert count_verdicts(engine, listing=event.listing_id) == 1
 
 
 def test_bad_events_reaching_the_worker_are_recorded(
@@ -161,7 +160,7 @@ def test_bad_events_reaching_the_worker_are_recorded(
     publish_bodies(bodies, settings, queue=settings.queue_new)
 
     def rejected() -> list[dict[str, Any]] | None:
-        rows = [r for r in store.list_rejected(engine, limit=0) if run in r["payload"]]
+        rows = [r for r in list_rejected(engine, limit=0) if run in r["payload"]]
         return rows if len(rows) == len(bodies) else None
 
     rows = worker.wait_for(rejected, 30, "rejected events")
@@ -195,8 +194,8 @@ def test_database_down_is_retried_until_it_comes_back(
         proc.wait_for(lambda: "retrying in" in proc.log(), 30, "a retry to be scheduled")
         create_database(url=url)
         try:
-            store.migrate(url)
-            engine = store.make_engine(url)
+            migrate(url)
+            engine = make_engine(url)
             rows = proc.wait_for(
                 lambda: verdicts_for(engine, ["retry-1"]), 60, "the retried verdict"
             )

@@ -97,7 +97,7 @@ def backfill(
     """
     from modq.backfill.run import run_backfill
     from modq.backfill.selection import Selection
-    from modq.store import verdicts as store
+    from modq.store.database import make_engine
 
     if from_file is not None and (ids_file is not None or decision is not None or stale):
         raise click.UsageError("--from-file does not combine with --ids-file, --decision, --stale")
@@ -112,7 +112,7 @@ def backfill(
         ids_file=ids_file,
         from_file=from_file,
     )
-    engine = store.make_engine(settings.database_url)
+    engine = make_engine(settings.database_url)
     try:
         report = run_backfill(
             engine,

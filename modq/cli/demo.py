@@ -25,8 +25,8 @@ from modq.cli.report import print_verdicts
 from modq.errors import ConfigError
 from modq.ingest.submit_file import submit_lines
 from modq.settings import Settings, get_settings
-from modq.store import verdicts as store
-from modq.store.database import database_answers
+from modq.store.database import database_answers, make_engine, migrate
+from modq.store.queries import query_verdicts
 
 MISCATEGORISED_SHARE = 0.15
 
@@ -119,7 +119,7 @@ def run_demo(settings: Settings, *, listings: int, timeout_s: float) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     photos = settings.datasets_dir / "listings-v1"
     click.echo(f"broker {settings.broker_url} | database {settings.database_url}")
-    store.migrate(settings.database_url)
+    migrate(settings.database_url)
 
     run = uuid.uuid4().hex[:6]
     lines, wrong = sample_events(photos, listings, run)
@@ -136,7 +136,7 @@ def run_demo(settings: Settings, *, listings: int, timeout_s: float) -> None:
         report = submit_lines(lines, worker_settings)
         for line_no, reason in report.rejected:
             click.echo(f"submit: line {line_no} rejected: {reason}")
-        engine = store.make_engine(settings.database_url)
+        engine = make_engine(settings.database_url)
         rows = _wait(engine, f"demo-{run}-", report.queued, timeout_s, worker, log_path)
     finally:
         worker.terminate()
@@ -158,9 +158,7 @@ def _wait(
     with tqdm(total=expected, desc="verdicts", unit="listing") as bar:
         while time.monotonic() < deadline:
             rows = [
-                r
-                for r in store.query_verdicts(engine, limit=0)
-                if r["listing_id"].startswith(prefix)
+                r for r in query_verdicts(engine, limit=0) if r["listing_id"].startswith(prefix)
             ]
             bar.update(len(rows) - bar.n)
             if len(rows) >= expected:

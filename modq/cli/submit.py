@@ -14,7 +14,7 @@ from modq.settings import get_settings
 @click.option("--revision", default="head", show_default=True, help="Target Alembic revision.")
 def migrate(revision: str) -> None:
     """Apply the database migrations (Alembic) to MODQ_DATABASE_URL."""
-    from modq.store.verdicts import migrate as run_migrations
+    from modq.store.database import migrate as run_migrations
 
     settings = get_settings()
     run_migrations(settings.database_url, revision)

@@ -33,10 +33,11 @@ def verdicts(
     if ctx.invoked_subcommand is not None:
         return
     from modq.cli.report import print_verdicts
-    from modq.store import verdicts as store
+    from modq.store.database import make_engine
+    from modq.store.queries import query_verdicts
 
-    engine = store.make_engine(get_settings().database_url)
-    rows = store.query_verdicts(
+    engine = make_engine(get_settings().database_url)
+    rows = query_verdicts(
         engine,
         decision=decision,
         category=category,
@@ -68,7 +69,7 @@ def verdicts_diff(
     one they share), by declared category and decision transition (review → approve, ...).
     """
     from modq.cli.report import format_diff
-    from modq.store import verdicts as store
+    from modq.store.database import make_engine
     from modq.store.history import Side, diff_verdicts
 
     if (from_model is None) != (to_model is None) or (from_policy is None) != (to_policy is None):
@@ -76,7 +77,7 @@ def verdicts_diff(
     if from_model is None and from_policy is None:
         raise click.UsageError("give --from-model/--to-model, --from-policy/--to-policy or both")
     old, new = Side(from_model, from_policy), Side(to_model, to_policy)
-    engine = store.make_engine(get_settings().database_url)
+    engine = make_engine(get_settings().database_url)
     try:
         rows = diff_verdicts(engine, old, new)
     finally:

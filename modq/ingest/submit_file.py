@@ -15,7 +15,8 @@ from modq.domain.verdicts import RejectedEvent, Source
 from modq.errors import EventError
 from modq.ingest.publish import known_categories, publish_bodies, queue_for
 from modq.settings import Settings
-from modq.store import verdicts as store
+from modq.store.database import make_engine
+from modq.store.verdicts import record_rejected
 
 CHUNK = 1000
 
@@ -47,9 +48,9 @@ def submit_lines(lines: Iterable[str], settings: Settings, source: Source = "new
     if bodies:
         report.queued += publish_bodies(bodies, settings, queue=queue)
     if bad:
-        engine = store.make_engine(settings.database_url)
+        engine = make_engine(settings.database_url)
         try:
-            store.record_rejected(engine, bad)
+            record_rejected(engine, bad)
         finally:
             engine.dispose()
     return report

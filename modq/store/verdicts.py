@@ -18,24 +18,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from modq.domain.events import ListingEvent, latest_versions
-from modq.domain.verdicts import DECISIONS, RejectedEvent, Verdict
-from modq.errors import UsageError
-from modq.store.banks import SqlBankStore
-from modq.store.database import as_utc, clean_text, downgrade, make_engine, migrate, unavailable
+from modq.domain.verdicts import RejectedEvent, Verdict
+from modq.store.database import as_utc, clean_text, unavailable
 from modq.store.database import dialect_insert as _insert
-from modq.store.interface import Stores
 from modq.store.schema import listings, rejected_events, verdicts
-
-__all__ = [
-    "count_verdicts",
-    "downgrade",
-    "list_rejected",
-    "make_engine",
-    "migrate",
-    "query_verdicts",
-    "record_rejected",
-    "save_batch",
-]
 
 # Rows are passed to execute() as a list: SQLAlchemy's "insertmanyvalues" sends each chunk as
 # ONE multi-row INSERT ... ON CONFLICT ... RETURNING, compiled once and cached (a .values(list)
@@ -222,110 +208,6 @@ def record_rejected(engine: Engine, rejected: Sequence[RejectedEvent]) -> None:
         insert_rejected(conn, rejected)
 
 
-# --- queries -----------------------------------------------------------------------------------
-
-
-def _filtered(
-    select: sa.Select[Any],
-    *,
-    decision: str | None,
-    category: str | None,
-    since: datetime | None,
-    listing: str | None,
-    current_only: bool,
-) -> sa.Select[Any]:
-    if decision is not None and decision not in DECISIONS:
-        raise UsageError(f"unknown decision {decision!r}: one of {', '.join(DECISIONS)}")
-    if current_only:
-        on = listings.c.current_verdict_id == verdicts.c.id
-    else:
-        on = listings.c.listing_id == verdicts.c.listing_id
-    select = select.select_from(verdicts.join(listings, on))
-    if decision is not None:
-        select = select.where(verdicts.c.decision == decision)
-    if category is not None:
-        select = select.where(verdicts.c.declared_category == category)
-    if since is not None:
-        select = select.where(verdicts.c.created_at >= as_utc(since))
-    if listing is not None:
-        select = select.where(verdicts.c.listing_id == listing)
-    return select
-
-
-def _verdict_dict(row: sa.Row[Any]) -> dict[str, Any]:
-    out = dict(row._mapping)
-    out["suggested"] = [tuple(pair) for pair in out["suggested"]]
-    out["created_at"] = as_utc(out["created_at"])
-    out["current"] = bool(out["current"])
-    return out
-
-
-def query_verdicts(
-    engine: Engine,
-    *,
-    decision: str | None = None,
-    category: str | None = None,
-    since: datetime | None = None,
-    listing: str | None = None,
-    limit: int = 100,
-    current_only: bool = True,
-) -> list[dict[str, Any]]:
-    """Verdicts newest first: each listing's current one, or every row (`current_only=False`).
-
-    `limit=0` returns all matches.
-    """
-    columns = [c for c in verdicts.c]
-    current = (listings.c.current_verdict_id == verdicts.c.id).label("current")
-    select = _filtered(
-        sa.select(*columns, listings.c.title, current),
-        decision=decision,
-        category=category,
-        since=since,
-        listing=listing,
-        current_only=current_only,
-    ).order_by(verdicts.c.created_at.desc(), verdicts.c.id.desc())
-    if limit > 0:
-        select = select.limit(limit)
-    with unavailable("querying verdicts"), engine.connect() as conn:
-        return [_verdict_dict(row) for row in conn.execute(select)]
-
-
-def count_verdicts(
-    engine: Engine,
-    *,
-    decision: str | None = None,
-    category: str | None = None,
-    since: datetime | None = None,
-    listing: str | None = None,
-    current_only: bool = True,
-) -> int:
-    """How many verdicts `query_verdicts(..., limit=0)` would return."""
-    select = _filtered(
-        sa.select(sa.func.count()),
-        decision=decision,
-        category=category,
-        since=since,
-        listing=listing,
-        current_only=current_only,
-    )
-    with unavailable("counting verdicts"), engine.connect() as conn:
-        return int(conn.execute(select).scalar_one())
-
-
-def list_rejected(engine: Engine, *, limit: int = 100) -> list[dict[str, Any]]:
-    """Rejected events newest first (`limit=0`: all)."""
-    select = sa.select(rejected_events).order_by(
-        rejected_events.c.received_at.desc(), rejected_events.c.id.desc()
-    )
-    if limit > 0:
-        select = select.limit(limit)
-    with unavailable("listing rejected events"), engine.connect() as conn:
-        rows = [dict(row._mapping) for row in conn.execute(select)]
-    for row in rows:
-        row["received_at"] = as_utc(row["received_at"])
-    return rows
-
-
 class SqlVerdictStore:
     """`VerdictStore` on a SQLAlchemy engine: what the worker's pipeline writes through."""
 
@@ -342,9 +224,3 @@ class SqlVerdictStore:
 
     def record_rejected(self, rejected: Sequence[RejectedEvent]) -> None:
         record_rejected(self.engine, rejected)
-
-
-def open_stores(url: str) -> Stores:
-    """The SQL stores on one engine (pool) for `url`; `close()` releases its connections."""
-    engine = make_engine(url)
-    return Stores(SqlVerdictStore(engine), SqlBankStore(engine), close=engine.dispose)

@@ -16,7 +16,7 @@ from celery_batches import Batches
 from modq.ingest.broker import TASK_NAME, create_app
 from modq.pipeline.runtime import Runtime
 from modq.settings import get_settings
-from modq.store.verdicts import open_stores
+from modq.store.stores import open_stores
 from modq.tasks.batch import run_batch
 
 settings = get_settings()
