@@ -8,6 +8,11 @@ memory, then runs `modq.pipeline.moderate.moderate` (no broker, no database) on 
 listings that each show all of them. Prints the process's resident set size after the runtime
 is built and warmed up, its peak (ru_maxrss) after the batch, and the decisions.
 
+`--stage load` runs only the loading half (`modq.pipeline.photos._load` on the runtime's
+thread pool: fetch, decode, preprocess, every result kept as `infer_photos` keeps it until its
+chunk is full), which separates decode memory from ONNX Runtime's activations (these grow with
+the photos per ONNX call, `MODQ_INFER_BATCH`).
+
 To measure the code before a change, run the same file against the older tree:
 
     git archive <commit> | tar -x -C /tmp/before
@@ -26,7 +31,9 @@ from collections import Counter
 from pathlib import Path
 
 from modq.domain.events import ListingEvent
-from modq.pipeline.moderate import Runtime, moderate
+from modq.pipeline.moderate import moderate
+from modq.pipeline.photos import _load
+from modq.pipeline.runtime import Runtime
 from modq.settings import Settings
 
 
@@ -61,6 +68,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=10, help="photos per listing (<= 10)")
     parser.add_argument("--side", type=int, default=7000)
     parser.add_argument("--detectors", default="", help="MODQ_DETECTORS for the run; '' = none")
+    parser.add_argument("--stage", choices=["moderate", "load"], default="moderate")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="modq-bench-mem-") as tmp:
@@ -75,7 +83,7 @@ def main() -> None:
         write_png(small, 400, b"\x50\x60\x70", b"\xc0\xa0\x30")
 
         settings = Settings(image_roots=[str(root)], detectors=[d for d in [args.detectors] if d])
-        rt = Runtime.build(settings, with_store=False)
+        rt = Runtime.build(settings)  # no stores: nothing is written
         try:
             category = rt.classifier.contract.labels[0]
             moderate([ListingEvent(listing_id="warm", declared_category=category,
@@ -86,7 +94,15 @@ def main() -> None:
                 for n in range(args.listings)
             ]
             started = time.perf_counter()
-            verdicts = moderate(events, rt)
+            if args.stage == "moderate":
+                verdicts = moderate(events, rt)
+                decisions = dict(Counter(v.decision for v in verdicts))
+                errors = Counter(p.error_code for v in verdicts for p in v.photos if p.error_code)
+            else:
+                every = [ref for event in events for ref in event.images]
+                loaded = list(rt.pool.map(lambda ir: _load(ir[0], ir[1], rt), enumerate(every)))
+                decisions = {}
+                errors = Counter(item.error.code for item in loaded if item.error is not None)
             seconds = time.perf_counter() - started
             after, peak = rss_mb(), peak_rss_mb()
         finally:
@@ -96,14 +112,12 @@ def main() -> None:
     print(
         f"{args.listings} listings x {args.photos} PNGs of {args.side}x{args.side} "
         f"({size_kb:.0f} KB each on disk), decode_threads={settings.decode_threads}, "
-        f"detectors={settings.detectors or 'none'}"
+        f"detectors={settings.detectors or 'none'}, infer_batch={settings.infer_batch}"
     )
     print(f"RSS after warm-up:   {before:8.0f} MB (peak so far {peak_before:.0f} MB)")
     print(f"peak RSS (batch):    {peak:8.0f} MB  (+{peak - peak_before:.0f} MB)")
     print(f"RSS after the batch: {after:8.0f} MB")
-    decisions = dict(Counter(v.decision for v in verdicts))
-    print(f"{photos} photos in {seconds:.1f} s; decisions {decisions}")
-    errors = Counter(p.error_code for v in verdicts for p in v.photos if p.error_code)
+    print(f"{photos} photos in {seconds:.1f} s ({args.stage}); decisions {decisions or '-'}")
     print(f"photo errors: {dict(errors) or 'none'}")
 
 
