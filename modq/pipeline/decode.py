@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageStat, UnidentifiedImageError
+from PIL import _imaging as pillow_core
 
 from modq.domain.preprocess import PreprocessSpec, resized_shape
 from modq.errors import PhotoBlankError, PhotoDecodeError, PhotoTooLargeError
@@ -33,7 +34,7 @@ Image.MAX_IMAGE_PIXELS = None
 # their own mmap, returned to the system when the image is freed (bench/bench_decode_memory.py:
 # peak +982 MB with 16 MB blocks, +210 MB with these).
 PILLOW_BLOCK_BYTES = 64 * 2**20
-Image.core.set_block_size(PILLOW_BLOCK_BYTES)
+pillow_core.set_block_size(PILLOW_BLOCK_BYTES)
 
 # A photo is blank when its luminance barely varies (standard deviation at most BLANK_SPREAD,
 # on 0-255) around a mean at most DARK (black) or at least LIGHT (white).
