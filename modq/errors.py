@@ -105,6 +105,12 @@ class PhotoDecodeError(PhotoError, PermanentError):
     """Bytes that are not a decodable image: truncated, empty, another format."""
 
 
+class PhotoBlankError(PhotoError, PermanentError):
+    """A photo that shows nothing: (almost) uniformly black or white."""
+
+    code = "image_blank"
+
+
 class DetectorError(PhotoError):
     """A detector could not score one photo; the listing is still moderated."""
 

@@ -44,7 +44,7 @@ def settings(make_settings: Callable[..., Settings], photo_root: Path) -> Settin
     return make_settings(
         image_roots=[str(photo_root)],
         allowed_hosts=["127.0.0.1"],
-        private_hosts=["127.0.0.1"],
+        private_hosts=["127.0.0.1:*"],
         fetch_timeout_s=0.5,
         fetch_retries=1,
         max_image_bytes=MAX_BYTES,
