@@ -63,3 +63,7 @@ class PhotoDecodeError(PhotoError, PermanentError):
 
 class StoreUnavailable(RetryableError):
     """PostgreSQL could not be reached or the transaction failed for a transient reason."""
+
+
+class ReviewError(PermanentError):
+    """A moderator's action cannot be applied: the lease expired or was taken, bad input."""

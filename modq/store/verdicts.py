@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from modq.domain.events import ListingEvent
 from modq.domain.verdicts import RejectedEvent, Verdict
 from modq.errors import ConfigError
+from modq.store.reviews import file_review_jobs
 from modq.store.database import as_utc, clean_text, downgrade, make_engine, migrate, unavailable
 from modq.store.schema import DECISIONS, listings, rejected_events, verdicts
 
@@ -221,6 +222,7 @@ def save_batch(
         ids = _upsert_verdicts(conn, verdicts)
         _insert_rejected(conn, rejected)
         _promote_current(conn, {_key(v)[0] for v in verdicts})
+        file_review_jobs(conn, {_key(v)[0] for v in verdicts})  # the console's review queue
     return [ids[_key(v)] for v in verdicts]
 
 
