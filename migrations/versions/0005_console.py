@@ -93,7 +93,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["listing_id"], ["listings.listing_id"], name="fk_reviews_listing_id_listings"
         ),
-        sa.ForeignKeyConstraint(["verdict_id"], ["verdicts.id"], name="fk_reviews_verdict_id_verdicts"),
+        sa.ForeignKeyConstraint(
+            ["verdict_id"], ["verdicts.id"], name="fk_reviews_verdict_id_verdicts"
+        ),
         sa.CheckConstraint(_in("decision", decisions), name="ck_reviews_decision"),
     )
     op.create_index("ix_reviews_listing_id_created_at", "reviews", ["listing_id", "created_at"])

@@ -21,8 +21,8 @@ from sqlalchemy.engine import Connection, Engine
 from modq.domain.events import ListingEvent
 from modq.domain.verdicts import RejectedEvent, Verdict
 from modq.errors import ConfigError
-from modq.store.reviews import file_review_jobs
 from modq.store.database import as_utc, clean_text, downgrade, make_engine, migrate, unavailable
+from modq.store.reviews import file_review_jobs
 from modq.store.schema import DECISIONS, listings, rejected_events, verdicts
 
 __all__ = [
