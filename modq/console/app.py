@@ -7,6 +7,8 @@ mounts one router per page group (routes_*.py).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +86,15 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     from modq.console import routes_auth, routes_metrics, routes_review, routes_search
 
     engine = engine or make_engine(settings.database_url)
-    app = FastAPI(title="modq console", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.console.fetcher.close()
+
+    app = FastAPI(
+        title="modq console", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     app.state.console = Console(
         settings=settings,
         engine=engine,
@@ -123,10 +133,6 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         response.headers["Referrer-Policy"] = "same-origin"
         response.headers.setdefault("Cache-Control", "no-store")
         return response
-
-    @app.on_event("shutdown")
-    def _close() -> None:
-        app.state.console.fetcher.close()
 
     return app
 
