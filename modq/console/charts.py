@@ -5,7 +5,7 @@ Labels are escaped; the SVG is embedded inline in the page.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 
 from markupsafe import Markup
@@ -41,7 +41,9 @@ def bar_chart(
     return Markup("".join(parts))
 
 
-def line_chart(series: dict[str, Sequence[int]], *, width: int = 560, height: int = 160) -> Markup:
+def line_chart(
+    series: Mapping[str, Sequence[int]], *, width: int = 560, height: int = 160
+) -> Markup:
     """One polyline per series over equally spaced points (e.g. the last 24 hours)."""
     if not series:
         return Markup('<p class="empty">no data yet</p>')
