@@ -22,14 +22,17 @@ from tests.consolekit import review_listing
 PHOTO = Path("/nonexistent/photo.jpg")
 
 
-@pytest.fixture()
-def engine() -> Iterator[Engine]:
-    url = create_database("modq_test_console")
+@pytest.fixture(params=["postgresql", "sqlite"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """PostgreSQL, and the SQLite file the demo falls back to."""
+    sqlite = request.param == "sqlite"
+    url = f"sqlite:///{tmp_path / 'console.db'}" if sqlite else create_database("modq_test_cons")
     migrate(url)
     engine = make_engine(url)
     yield engine
     engine.dispose()
-    drop_database(url)
+    if not sqlite:
+        drop_database(url)
 
 
 def test_review_verdicts_are_routed_by_reason(engine: Engine) -> None:
