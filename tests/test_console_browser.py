@@ -29,6 +29,11 @@ ARGS = [
     "--no-first-run",
 ]
 NUDITY = "nudity: photo 0: nudity.nsfw 0.712 >= review threshold 0.5"
+# Navigation-safe: the element may not exist yet while the next page loads.
+LOADED = (
+    "id => { const e = document.querySelector(`[data-testid=${id}]`); "
+    "return !!e && e.naturalWidth > 0 }"
+)
 MISMATCH = "category_mismatch: declared fashion.dress, model says electronics.laptop 0.70"
 
 
@@ -154,7 +159,7 @@ def test_banned_photos_blurred_until_clicked(
     expect(photo).to_have_class("photo")
     # The un-blur is a short CSS transition: wait for it to finish.
     page.wait_for_function(
-        "() => getComputedStyle(document.querySelector('[data-testid=photo-0]')).filter === 'none'"
+        "() => getComputedStyle(document.querySelector('[data-testid=photo-0]')).filter == 'none'"
     )
     expect(page.get_by_test_id("photo-1")).to_have_class("photo blurred")
     page.context.close()
@@ -209,3 +214,39 @@ def test_lockout_after_five_failures(browser: Browser, live: LiveConsole):
         expect(page.get_by_test_id("login-error")).to_be_visible()
     expect(page.get_by_test_id("login-error")).to_contain_text("locked")
     page.context.close()
+
+
+def test_main_pages_render_for_screenshots(
+    browser: Browser, live: LiveConsole, photos: list[Path], tmp_path: Path
+):
+    """Every main page renders; with MODQ_SCREENSHOT_DIR=docs/img their screenshots are kept
+    for docs/console.md."""
+    out = Path(os.environ.get("MODQ_SCREENSHOT_DIR", tmp_path))
+    out.mkdir(parents=True, exist_ok=True)
+    review_listing(live.engine, "demo-007", [NUDITY], photos[:2], seller="seller-12")
+    review_listing(
+        live.engine, "demo-011", [MISMATCH], photos[2:4], seller="seller-12",
+        top=[("electronics.phone", 0.81), ("electronics.laptop", 0.12), ("fashion.dress", 0.03)],
+    )  # fmt: skip
+    review_listing(
+        live.engine, "demo-015", ["image_unreadable: photo 1: no such file"], photos[4:6]
+    )
+    review_listing(live.engine, "demo-021", [], photos[6:7], decision="approve", seller="seller-12")
+    page = login(browser, live, "lea")
+    page.set_viewport_size({"width": 1280, "height": 860})
+    page.get_by_test_id("start-category").click()
+    page.get_by_test_id("category").select_option("electronics.phone")
+    page.get_by_test_id("recategorise").click()
+    page.goto("/")
+    page.screenshot(path=str(out / "console-queues.png"), full_page=True)
+    page.get_by_test_id("start-banned").click()
+    page.wait_for_function(LOADED, arg="photo-1")
+    page.screenshot(path=str(out / "console-job-blurred.png"), full_page=True)
+    page.goto("/search?seller_id=seller-12")
+    expect(page.get_by_test_id("results")).to_contain_text("demo-011")
+    page.screenshot(path=str(out / "console-search.png"), full_page=True)
+    page.goto("/metrics")
+    expect(page.locator("svg.chart").first).to_be_visible()
+    page.screenshot(path=str(out / "console-metrics.png"), full_page=True)
+    page.context.close()
+    assert len(list(out.glob("console-*.png"))) >= 4
