@@ -71,11 +71,17 @@ def upgrade() -> None:
     op.create_index(
         "ix_review_jobs_pending",
         "review_jobs",
-        ["queue", sa.text("severity DESC"), "enqueued_at"],
+        ["queue", sa.text("severity DESC"), "enqueued_at", "listing_id"],
         postgresql_where=PENDING,
         sqlite_where=PENDING,
     )
-    op.create_index("ix_review_jobs_claimed_by", "review_jobs", ["claimed_by"])
+    op.create_index(
+        "ix_review_jobs_leased",
+        "review_jobs",
+        ["claimed_until", "claimed_by"],
+        postgresql_where=PENDING,
+        sqlite_where=PENDING,
+    )
     decisions = ("approve", "reject", "recategorise", "escalate", "skip")
     op.create_table(
         "reviews",

@@ -236,23 +236,32 @@ def decide(
 
 
 def queue_counts(engine: Engine) -> list[dict[str, Any]]:
-    """Per queue: pending jobs, how many are leased now, and the oldest pending job's time."""
+    """Per queue: pending jobs, how many are leased now, and the oldest pending job's time.
+
+    Two index-only reads: the pending index for counts and ages, the lease index for the
+    (few) jobs being reviewed right now.
+    """
     j = review_jobs.c
-    now = _now()
-    query = (
-        sa.select(
-            j.queue,
-            sa.func.count().label("pending"),
-            sa.func.count().filter(j.claimed_until > now).label("claimed"),
-            sa.func.min(j.enqueued_at).label("oldest"),
-        )
+    pending = (
+        sa.select(j.queue, sa.func.count().label("pending"), sa.func.min(j.enqueued_at))
         .where(j.decided_at.is_(None))
         .group_by(j.queue)
     )
+    leased = (
+        sa.select(j.queue, sa.func.count())
+        .where(j.decided_at.is_(None), j.claimed_until > _now())
+        .group_by(j.queue)
+    )
     with unavailable("counting queues"), engine.connect() as conn:
-        found = {row.queue: dict(row._mapping) for row in conn.execute(query)}
+        found = {q: (n, oldest) for q, n, oldest in conn.execute(pending)}
+        claimed = {q: n for q, n in conn.execute(leased)}
     return [
-        found.get(name, {"queue": name, "pending": 0, "claimed": 0, "oldest": None})
-        | {"title": title}
+        {
+            "queue": name,
+            "title": title,
+            "pending": found.get(name, (0, None))[0],
+            "oldest": found.get(name, (0, None))[1],
+            "claimed": claimed.get(name, 0),
+        }
         for name, title in QUEUES.items()
     ]

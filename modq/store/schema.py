@@ -161,16 +161,25 @@ review_jobs = sa.Table(
     sa.Column("claimed_by", sa.Text),
     sa.Column("claimed_until", Timestamp),
     sa.Column("decided_at", Timestamp),
-    # The pending part of each queue in claim order (severity, then age).
+    # The pending part of each queue in claim order (severity, then age, then id: the whole
+    # ORDER BY, so a claim or a queue page reads the first rows and sorts nothing).
     sa.Index(
         "ix_review_jobs_pending",
         "queue",
         sa.text("severity DESC"),
         "enqueued_at",
+        "listing_id",
         postgresql_where=sa.text("decided_at IS NULL"),
         sqlite_where=sa.text("decided_at IS NULL"),
     ),
-    sa.Index(None, "claimed_by"),
+    # Leases in force (the "being reviewed" counts, a moderator's own claim).
+    sa.Index(
+        "ix_review_jobs_leased",
+        "claimed_until",
+        "claimed_by",
+        postgresql_where=sa.text("decided_at IS NULL"),
+        sqlite_where=sa.text("decided_at IS NULL"),
+    ),
 )
 
 # Append-only audit: who decided what, when, about which verdict (never updated or deleted).
