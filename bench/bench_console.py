@@ -30,11 +30,11 @@ import httpx
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.bench_store import CATEGORIES, fresh_database  # noqa: E402
-from modq.console.auth import add_user  # noqa: E402
-from modq.settings import Settings, get_settings  # noqa: E402
-from modq.store.reviews import claim_next  # noqa: E402
-from modq.store.verdicts import make_engine, migrate  # noqa: E402
+from bench.bench_store import CATEGORIES, fresh_database
+from modq.console.auth import add_user
+from modq.settings import Settings, get_settings
+from modq.store.reviews import claim_next
+from modq.store.verdicts import make_engine, migrate
 
 PASSWORD = "bench-password"
 QUEUES = [
@@ -57,8 +57,8 @@ def fill(url: str, n: int, sellers: int) -> None:
     steps = [
         f"""INSERT INTO listings (listing_id, listing_version, declared_category, seller_id, title,
             images, created_at, first_seen_at, updated_at)
-            SELECT 'L' || lpad(i::text, 8, '0'), 1, ({CATS})[1 + i % 15], 'seller-' || (i % {sellers}),
-                   'listing ' || i, '["/photos/x.jpg"]'::jsonb,
+            SELECT 'L' || lpad(i::text, 8, '0'), 1, ({CATS})[1 + i % 15],
+                   'seller-' || (i % {sellers}), 'listing ' || i, '["/photos/x.jpg"]'::jsonb,
                    now() - make_interval(secs => {n} - i), now() - make_interval(secs => {n} - i),
                    now() - make_interval(secs => {n} - i)
             FROM generate_series(1, {n}) i""",
@@ -76,12 +76,13 @@ def fill(url: str, n: int, sellers: int) -> None:
             FROM generate_series(1, {n}) i CROSS JOIN (VALUES ('m1'), ('m2')) AS m(model)""",
         """UPDATE listings l SET current_verdict_id = v.id FROM verdicts v
             WHERE v.listing_id = l.listing_id AND v.model_version = 'm2'""",
-        f"""INSERT INTO review_jobs (listing_id, verdict_id, queue, severity, enqueued_at, decided_at)
+        f"""INSERT INTO review_jobs
+            (listing_id, verdict_id, queue, severity, enqueued_at, decided_at)
             SELECT v.listing_id, v.id, ({queues})[1 + (i / 10) % 4], ({sev})[1 + (i / 10) % 4],
                    v.created_at, CASE WHEN i % 10 = 2 THEN v.created_at + interval '20 minutes' END
             FROM verdicts v CROSS JOIN LATERAL (SELECT substr(v.listing_id, 2)::int AS i) x
             WHERE v.model_version = 'm2' AND v.decision = 'review'""",
-        f"""INSERT INTO reviews (listing_id, verdict_id, moderator, decision, reason_code,
+        """INSERT INTO reviews (listing_id, verdict_id, moderator, decision, reason_code,
             model_version, policy_version, created_at)
             SELECT j.listing_id, j.verdict_id, 'mod-' || (hashtext(j.listing_id) & 15),
                    CASE WHEN hashtext(j.listing_id) % 3 = 0 THEN 'approve' ELSE 'reject' END,
@@ -99,8 +100,8 @@ def fill(url: str, n: int, sellers: int) -> None:
         for sql in steps:
             started = time.perf_counter()
             conn.execute(sa.text(sql))
-            print(f"  {sql.split()[0]} {sql.split()[2] if not sql.startswith("VACUUM") else ''}: "
-                  f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
+            what = " ".join(sql.split()[:3]) if sql.startswith("INSERT") else sql.split()[0]
+            print(f"  {what}: {time.perf_counter() - started:.1f} s", flush=True)
         counts = conn.execute(sa.text(
             "SELECT (SELECT count(*) FROM verdicts), "
             "(SELECT count(*) FROM review_jobs WHERE decided_at IS NULL)"
