@@ -150,3 +150,48 @@ def test_console_tables_mirror_migration(backend: str, tmp_path: Path) -> None:
     finally:
         if backend == "postgresql":
             drop_database(url)
+
+
+def test_modq_verdicts_shows_the_human_decision_beside_the_machine(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modq.cli.report import print_verdicts
+    from modq.store.verdicts import query_verdicts
+
+    review_listing(engine, "h1", ["category_mismatch: x"], [PHOTO])
+    claim = claim_next(engine, "ann", "category")
+    assert claim is not None
+    decide(engine, "h1", "ann", "recategorise", new_category="electronics.phone")
+    (row,) = query_verdicts(engine, listing="h1")
+    assert (row["decision"], row["human_decision"], row["human_category"]) == (
+        "review", "recategorise", "electronics.phone"
+    )  # fmt: skip
+    print_verdicts([row])
+    assert "→ electronics.phone" in capsys.readouterr().out
+
+
+def test_users_add_reads_the_password_from_stdin(engine: Engine) -> None:
+    from click.testing import CliRunner
+
+    from modq.cli.main import main
+    from modq.settings import get_settings
+
+    url = engine.url.render_as_string(hide_password=False)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            main,
+            ["users", "add", "zoe", "--role", "lead"],
+            input="a long password\n",
+            env={"MODQ_DATABASE_URL": url},
+        )
+        short = CliRunner().invoke(
+            main, ["users", "add", "bob"], input="short\n", env={"MODQ_DATABASE_URL": url}
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "user zoe (lead) created" in result.output
+    user = get_user(engine, "zoe")
+    assert user is not None and user.password_hash.startswith("$argon2id$")
+    assert short.exit_code != 0 and get_user(engine, "bob") is None
