@@ -94,6 +94,9 @@ def test_claim_orders_by_severity_then_age_and_leases(engine: Engine) -> None:
     assert release(engine, "ann") == 1
     lead = claim_next(engine, "lee", "escalated")
     assert lead is not None and lead.listing_id == "near2"
+    with pytest.raises(ReviewError, match="escalated already"):
+        decide(engine, "near2", "lee", "escalate")
+    decide(engine, "near2", "lee", "reject", reason_code="misleading_listing")
 
 
 def test_concurrent_claimers_get_distinct_jobs(engine: Engine) -> None:

@@ -184,7 +184,7 @@ def decide(
     now = _now()
     with unavailable("recording a decision"), engine.begin() as conn:
         job = conn.execute(
-            sa.select(j.verdict_id, j.claimed_by, j.claimed_until, j.decided_at)
+            sa.select(j.verdict_id, j.queue, j.claimed_by, j.claimed_until, j.decided_at)
             .where(j.listing_id == listing_id)
             .with_for_update()
         ).first()
@@ -194,6 +194,8 @@ def decide(
             raise ReviewError(f"you do not hold the review of listing {listing_id}")
         if as_utc(job.claimed_until) <= now:
             raise ReviewError(f"your claim on listing {listing_id} expired; claim it again")
+        if decision == "escalate" and job.queue == "escalated":
+            raise ReviewError(f"listing {listing_id} is escalated already: decide it")
         verdict = conn.execute(
             sa.select(verdicts.c.model_version, verdicts.c.policy_version,
                       verdicts.c.declared_category)
