@@ -198,3 +198,30 @@ def test_users_add_reads_the_password_from_stdin(engine: Engine) -> None:
     user = get_user(engine, "zoe")
     assert user is not None and user.password_hash.startswith("$argon2id$")
     assert short.exit_code != 0 and get_user(engine, "bob") is None
+
+
+def test_search_filters_and_pages(engine: Engine) -> None:
+    from modq.store.review_views import PAGE_SIZE, SearchQuery, search
+
+    for i in range(PAGE_SIZE + 5):
+        review_listing(engine, f"s{i:03d}", ["nudity: photo 0: x"], [PHOTO], seller="big")
+    review_listing(engine, "m1", ["category_mismatch: x"], [PHOTO], seller="small")
+    review_listing(engine, "ok", [], [PHOTO], seller="small", decision="approve")
+    claim = claim_next(engine, "ann", "category")
+    assert claim is not None and claim.listing_id == "m1"
+    decide(engine, "m1", "ann", "reject", reason_code="category_mismatch")
+
+    def ids(**kw: object) -> list[str]:
+        rows, _ = search(engine, SearchQuery(**kw))  # type: ignore[arg-type]
+        return sorted(r["listing_id"] for r in rows)
+
+    assert ids(seller_id="small") == ["m1", "ok"]
+    assert ids(seller_id="small", reason="category_mismatch") == ["m1"]
+    assert ids(seller_id="small", decision="approve") == ["ok"]
+    assert ids(final="reject") == ["m1"]
+    assert ids(seller_id="small", final="none") == ["ok"]
+    assert ids(reason="category_near_miss") == []
+    first, more = search(engine, SearchQuery(seller_id="big"))
+    second, last = search(engine, SearchQuery(seller_id="big", page=2))
+    assert (len(first), more, len(second), last) == (PAGE_SIZE, True, 5, False)
+    assert not {r["listing_id"] for r in first} & {r["listing_id"] for r in second}

@@ -15,7 +15,8 @@ router = APIRouter()
 
 def _safe_next(target: str) -> str:
     # Only a path on this site: never "//evil.example" or an absolute URL.
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    ok = target.startswith("/") and not target.startswith("//") and "\\" not in target
+    return target if ok else "/"
 
 
 @router.get("/login")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -15,13 +15,16 @@ router = APIRouter()
 FIELDS = ("listing_id", "seller_id", "category", "decision", "final", "reason", "since", "until")
 
 
-def _date(text: str) -> datetime | None:
+def _date(text: str, *, end: bool = False) -> datetime | None:
+    """A date (or date and time) in UTC; `end`: a bare date means the end of that day."""
     if not text:
         return None
     try:
         value = datetime.fromisoformat(text)
     except ValueError as exc:
         raise HTTPException(400, f"not a date: {text!r} (use YYYY-MM-DD)") from exc
+    if end and len(text) == 10:
+        value += timedelta(days=1)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -45,7 +48,7 @@ def search_page(request: Request) -> Response:
             final=params["final"],
             reason=params["reason"],
             since=_date(params["since"]),
-            until=_date(params["until"]),
+            until=_date(params["until"], end=True),
             page=page,
         )
         rows, more = search(console.engine, query)
