@@ -189,6 +189,9 @@ def test_moderator_refused_lead_actions(browser: Browser, live: LiveConsole, pho
     token = page.locator("input[name=csrf]").first.get_attribute("value")
     response = page.request.post("/listings/E1/photos/0/bank", form={"csrf": token, "bank": "b"})
     assert response.status == 403
+    expect(page.get_by_test_id("move")).to_have_count(0)
+    response = page.request.post("/jobs/E1/move", form={"csrf": token, "queue": "other"})
+    assert response.status == 403
     page.get_by_test_id("escalate").click()
     expect(page.get_by_test_id("flash")).to_be_visible()
     page.goto("/queues/escalated")

@@ -97,6 +97,16 @@ def test_claim_orders_by_severity_then_age_and_leases(engine: Engine) -> None:
     with pytest.raises(ReviewError, match="escalated already"):
         decide(engine, "near2", "lee", "escalate")
     decide(engine, "near2", "lee", "reject", reason_code="misleading_listing")
+    # A lead moves Ann's claimed job to the banned queue: her lease ends.
+    from modq.store.reviews import move_job
+
+    ann2 = claim_next(engine, "ann", "category")
+    assert ann2 is not None and ann2.listing_id == "near"
+    assert move_job(engine, "near", "banned")
+    with pytest.raises(ReviewError):
+        decide(engine, "near", "ann", "approve")
+    moved = claim_next(engine, "carl", "banned")
+    assert moved is not None and moved.listing_id == "near"
 
 
 def test_concurrent_claimers_get_distinct_jobs(engine: Engine) -> None:

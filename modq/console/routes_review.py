@@ -27,7 +27,7 @@ from modq.store.review_views import (
     seller_listings,
     verdict_history,
 )
-from modq.store.reviews import claim_next, decide, queue_counts
+from modq.store.reviews import claim_next, decide, move_job, queue_counts
 
 router = APIRouter()
 
@@ -110,6 +110,7 @@ def job_view(request: Request, listing_id: str) -> Response:
         "holds": holds,
         "categories": console.labels or sorted(scores),
         "reject_reasons": REJECT_REASONS,
+        "queues": QUEUES,
         "banks": [b["name"] for b in list_banks(console.engine)] if user.at_least("lead") else [],
     }
     return console.render(request, "job.html", context, user=user)
@@ -147,6 +148,22 @@ def decide_job(
     if queue in LEAD_QUEUES and not user.at_least("lead"):
         return redirect("/", "escalated to a lead")
     return _next_job(request, user.name, queue)
+
+
+@router.post("/jobs/{listing_id}/move")
+def move(
+    request: Request,
+    listing_id: str,
+    queue: Annotated[str, Form()],
+    csrf: Annotated[str | None, Form()] = None,
+) -> Response:
+    """Leads: move a pending job to another queue (this also ends anyone's lease on it)."""
+    console = console_of(request)
+    console.sessions.check_csrf(request, csrf)
+    console.sessions.require_user(request, "lead")
+    if not move_job(console.engine, listing_id, queue):
+        return redirect(f"/jobs/{listing_id}", "no pending review to move")
+    return redirect(f"/jobs/{listing_id}", f"moved to {QUEUES[queue]}")
 
 
 @router.get("/listings/{listing_id}/photos/{index}")

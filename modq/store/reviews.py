@@ -161,6 +161,20 @@ def release(engine: Engine, moderator: str) -> int:
         return int(result.rowcount)
 
 
+def move_job(engine: Engine, listing_id: str, queue: str) -> bool:
+    """A lead's queue edit: put a pending job in `queue` and end any lease on it."""
+    if queue not in QUEUES:
+        raise ReviewError(f"no queue named {queue!r}")
+    j = review_jobs.c
+    with unavailable("moving a review job"), engine.begin() as conn:
+        result = conn.execute(
+            sa.update(review_jobs)
+            .where(j.listing_id == listing_id, j.decided_at.is_(None))
+            .values(queue=queue, claimed_by=None, claimed_until=None)
+        )
+        return bool(result.rowcount)
+
+
 def decide(
     engine: Engine,
     listing_id: str,
