@@ -14,10 +14,11 @@ belongs to a single photo.
     │   ├── NotFoundError          a named thing (bank, job, listing) does not exist
     │   ├── UsageError             a request that cannot be answered as asked
     │   ├── BackfillError          a backfill job cannot run as asked
+    │   ├── ReviewError            a moderator's action cannot be applied (lease lost, bad input)
     │   └── TrainingError          modq-train cannot go on (missing data, bad export)
     └── PhotoError                one photo is unusable; `code` is the machine-readable reason
         ├── PhotoFetchError        ├── PhotoFetchRetryable, PhotoForbiddenError
-        ├── PhotoTooLargeError     ├── PhotoDecodeError
+        ├── PhotoTooLargeError     ├── PhotoDecodeError, PhotoBlankError
         └── DetectorError
 
 Third-party exceptions (SQLAlchemy, kombu, ONNX Runtime, httpx, Pillow) are translated where
@@ -65,6 +66,10 @@ class UsageError(PermanentError):
 
 class BackfillError(PermanentError):
     """A backfill job cannot run as asked: already running, or started with another selection."""
+
+
+class ReviewError(PermanentError):
+    """A moderator's action cannot be applied: the lease expired or was taken, bad input."""
 
 
 class TrainingError(PermanentError):

@@ -77,6 +77,20 @@ class Settings(BaseSettings):
     backfill_high_water: int = Field(10_000, ge=1)
     log_level: str = "INFO"
 
+    # Moderator review console (`modq console`, docs/console.md). The secret signs session
+    # cookies; empty: a random one kept in `data_dir/console-secret` (created on first use).
+    console_host: str = "127.0.0.1"
+    console_port: int = 8080
+    console_secret: str = ""
+    # Cookies only over HTTPS (set behind a TLS-terminating proxy).
+    console_secure_cookies: bool = False
+    console_session_hours: float = 12.0
+    # A claimed job returns to its queue when its lease runs out.
+    review_lease_s: float = Field(600.0, gt=0)
+    # Lock-out: this many wrong passwords in a row lock the account for `login_lockout_s`.
+    login_max_failures: int = Field(5, ge=1)
+    login_lockout_s: float = 900.0
+
     @field_validator("image_roots", "allowed_hosts", "private_hosts", "detectors", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -15,8 +15,9 @@ from modq.domain.events import MAX_REF_CHARS, ListingEvent
 from modq.pipeline.moderate import handle_messages, moderate
 from modq.pipeline.runtime import Runtime
 from modq.settings import Settings
-from modq.store import verdicts as store
-from modq.store.verdicts import open_stores
+from modq.store.database import make_engine
+from modq.store.queries import list_rejected
+from modq.store.stores import open_stores
 from tests.photokit import colour_jpeg
 
 
@@ -110,9 +111,9 @@ def test_absurd_references_are_rejected_at_parse_time(
         f"images.0: image reference is {1 << 20} characters (at most {MAX_REF_CHARS})",
         f"images.1: image reference is {MAX_REF_CHARS + 23} characters (at most {MAX_REF_CHARS})",
     ]
-    engine = store.make_engine(pg_url)
+    engine = make_engine(pg_url)
     try:
-        stored = {r["listing_id"]: r for r in store.list_rejected(engine, limit=0)}
+        stored = {r["listing_id"]: r for r in list_rejected(engine, limit=0)}
     finally:
         engine.dispose()
     assert "internal_error" not in stored["mb-refs"]["reason"]

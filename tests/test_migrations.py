@@ -125,6 +125,15 @@ def test_schema_module_mirrors_migrations(empty_url: str) -> None:
             diffs = compare_metadata(context, metadata)
     finally:
         engine.dispose()
+    if not pg:
+        # SQLite cannot reflect an expression index ("severity DESC"): Alembic proposes to drop
+        # and re-add the same index. Only that pair is forgiven, and only on SQLite.
+        removed = {d[1].name for d in diffs if d[0] == "remove_index"}
+        added = {d[1].name for d in diffs if d[0] == "add_index"}
+        both = removed & added
+        diffs = [
+            d for d in diffs if not (d[0] in ("remove_index", "add_index") and d[1].name in both)
+        ]
     assert diffs == []
 
 

@@ -23,6 +23,12 @@ from modq.store.queries import count_verdicts, list_rejected, query_verdicts
 from modq.store.verdicts import record_rejected, save_batch
 from tests.conftest import create_database, drop_database
 
+# Every table that references listings goes too (the review console's, migration 0005).
+TRUNCATE = (
+    "TRUNCATE listings, verdicts, rejected_events, review_jobs, reviews, listing_decisions "
+    "RESTART IDENTITY"
+)
+
 
 @pytest.fixture(scope="module")
 def pg_store_url() -> Iterator[str]:
@@ -43,7 +49,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     eng = make_engine(url)
     if request.param == "postgresql":
         with eng.begin() as conn:
-            conn.execute(sa.text("TRUNCATE listings, verdicts, rejected_events RESTART IDENTITY"))
+            conn.execute(sa.text(TRUNCATE))
     yield eng
     eng.dispose()
 
@@ -274,7 +280,7 @@ def test_unreachable_database_raises_store_unavailable() -> None:
 def test_concurrent_writers_neither_deadlock_nor_lose_the_newest(pg_store_url: str) -> None:
     engine = make_engine(pg_store_url)
     with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE listings, verdicts, rejected_events RESTART IDENTITY"))
+        conn.execute(sa.text(TRUNCATE))
     errors: list[BaseException] = []
 
     def writer(seed: int) -> None:

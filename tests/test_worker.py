@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from modq.domain.envelope import make_body
 from modq.domain.events import ListingEvent
@@ -19,7 +21,7 @@ from modq.ingest.publish import publish_bodies, submit_many
 from modq.settings import Settings
 from modq.store.database import make_engine, migrate
 from modq.store.queries import count_verdicts, list_rejected, query_verdicts
-from tests.conftest import create_database, database_url, drop_database
+from tests.conftest import PG_ADMIN_URL, create_database, database_url, drop_database
 from tests.httpkit import PhotoServer, photo_server
 from tests.photokit import bad_photos, colour_jpeg
 from tests.workerkit import WorkerProcess, running_worker
@@ -45,7 +47,7 @@ def settings(make_settings: Callable[..., Settings], photo_root: Path) -> Settin
         image_roots=[str(photo_root)],
         allowed_hosts=["127.0.0.1"],
         private_hosts=["127.0.0.1:*"],
-        fetch_timeout_s=0.5,
+        fetch_timeout_s=1.5,  # generous: a loaded CI machine answers slowly too
         fetch_retries=1,
         max_image_bytes=MAX_BYTES,
         batch_interval_s=0.2,
@@ -192,9 +194,12 @@ def test_database_down_is_retried_until_it_comes_back(
     with running_worker(settings, tmp_path / "worker.log") as proc:
         submit_many([event], settings=settings)
         proc.wait_for(lambda: "retrying in" in proc.log(), 30, "a retry to be scheduled")
-        create_database(url=url)
+        # The database appears with its schema in one step (built under another name, then
+        # renamed), so the retry never meets a database without its tables.
+        staging = create_database("modq_test_staging")
+        migrate(staging)
+        _rename_database(staging, url)
         try:
-            migrate(url)
             engine = make_engine(url)
             rows = proc.wait_for(
                 lambda: verdicts_for(engine, ["retry-1"]), 60, "the retried verdict"
@@ -203,3 +208,13 @@ def test_database_down_is_retried_until_it_comes_back(
             engine.dispose()
         finally:
             drop_database(url)
+
+
+def _rename_database(old_url: str, new_url: str) -> None:
+    old, new = make_url(old_url).database, make_url(new_url).database
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{old}" RENAME TO "{new}"'))
+    finally:
+        admin.dispose()

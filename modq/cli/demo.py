@@ -143,6 +143,28 @@ def run_demo(settings: Settings, *, listings: int, timeout_s: float) -> None:
         worker.wait(timeout=30)
     print_verdicts(rows)
     _summary(rows, wrong)
+    _console_login(settings)
+
+
+DEMO_USER, DEMO_PASSWORD = "demo", "demo-password"
+
+
+def _console_login(settings: Settings) -> None:
+    """Create the demo moderator and say how to open the review console on this database."""
+    from modq.console.auth import add_user
+
+    engine = make_engine(settings.database_url)
+    try:
+        add_user(engine, DEMO_USER, "moderator", DEMO_PASSWORD)
+    finally:
+        engine.dispose()
+    url = f"http://{settings.console_host}:{settings.console_port}/"
+    click.echo(
+        "review console: run\n"
+        f"  MODQ_DATABASE_URL='{settings.database_url}' MODQ_DATA_DIR='{settings.data_dir}' "
+        f"MODQ_IMAGE_ROOTS='{settings.datasets_dir}' modq console\n"
+        f"then open {url} and log in as {DEMO_USER} / {DEMO_PASSWORD} (a moderator)"
+    )
 
 
 def _wait(

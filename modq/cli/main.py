@@ -37,3 +37,11 @@ def run() -> Any:
     except ModqError as exc:
         click.echo(f"modq: error: {exc}", err=True)
         sys.exit(2)
+
+
+# Command groups that live in their own modules.
+from modq.cli.console import console_cmd, reviews_group, users_group  # noqa: E402
+
+main.add_command(console_cmd)
+main.add_command(users_group)
+main.add_command(reviews_group)

@@ -12,7 +12,13 @@ import click
 
 from modq.domain.verdicts import DECISIONS
 
-COLUMNS = [("listing_id", 18), ("declared_category", 20), ("decision", 8), ("suggested", 28)]
+COLUMNS = [
+    ("listing_id", 18),
+    ("declared_category", 20),
+    ("decision", 8),
+    ("suggested", 28),
+    ("human_decision", 24),
+]
 
 
 def _cell(row: dict[str, Any], key: str) -> str:
@@ -22,6 +28,10 @@ def _cell(row: dict[str, Any], key: str) -> str:
             return "-"
         category, score = value[0]
         return f"{category} ({score:.2f})"
+    if key == "human_decision":  # the review console's final decision, if any
+        if value == "recategorise":
+            return f"→ {row.get('human_category')}"
+        return "-" if value is None else str(value)
     return "" if value is None else str(value)
 
 

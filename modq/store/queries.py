@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from modq.domain.verdicts import DECISIONS
 from modq.errors import UsageError
 from modq.store.database import as_utc, unavailable
-from modq.store.schema import listings, rejected_events, verdicts
+from modq.store.schema import listing_decisions, listings, rejected_events, verdicts
 
 
 def _filtered(
@@ -66,8 +66,21 @@ def query_verdicts(
     """
     columns = [c for c in verdicts.c]
     current = (listings.c.current_verdict_id == verdicts.c.id).label("current")
+    # The human decision (review console) beside the machine's, when there is one.
+    human = sa.select(listing_decisions.c.final_decision).where(
+        listing_decisions.c.listing_id == verdicts.c.listing_id
+    )
+    human_category = sa.select(listing_decisions.c.final_category).where(
+        listing_decisions.c.listing_id == verdicts.c.listing_id
+    )
     select = _filtered(
-        sa.select(*columns, listings.c.title, current),
+        sa.select(
+            *columns,
+            listings.c.title,
+            current,
+            human.scalar_subquery().label("human_decision"),
+            human_category.scalar_subquery().label("human_category"),
+        ),
         decision=decision,
         category=category,
         since=since,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from modq.domain.review import FINAL_DECISIONS, HUMAN_DECISIONS, ROLES
 from modq.domain.verdicts import DECISIONS, SOURCES, STAGES
 
 # Names every constraint and index predictably, so migrations can refer to them by name.
@@ -162,3 +163,95 @@ photo_hashes = sa.Table(
     # The worker loads the recent window (duplicate photos) by this column.
     sa.Index(None, "seen_at"),
 )
+
+
+# ---- Moderator review console (migration 0005_console, docs/console.md) ------------------
+# Accounts, the review queue with its leases, the append-only audit of human decisions and
+# each listing's final (human) decision, side by side with the machine's verdicts.
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False),  # argon2id, PHC string
+    sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until", Timestamp),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint(_in("role", ROLES), name="role"),
+)
+
+# One row per listing that a `review` verdict sent to a moderator. `claimed_by` and
+# `claimed_until` are the lease: a claim takes the row with FOR UPDATE SKIP LOCKED, and an
+# expired lease puts it back in the queue. `decided_at` set: the job is done.
+review_jobs = sa.Table(
+    "review_jobs",
+    metadata,
+    sa.Column("listing_id", sa.Text, sa.ForeignKey("listings.listing_id"), primary_key=True),
+    sa.Column("verdict_id", BigId, sa.ForeignKey("verdicts.id"), nullable=False),
+    sa.Column("queue", sa.Text, nullable=False),
+    sa.Column("severity", sa.Integer, nullable=False),
+    sa.Column("enqueued_at", Timestamp, nullable=False),
+    sa.Column("claimed_by", sa.Text),
+    sa.Column("claimed_until", Timestamp),
+    sa.Column("decided_at", Timestamp),
+    # The pending part of each queue in claim order (severity, then age, then id: the whole
+    # ORDER BY, so a claim or a queue page reads the first rows and sorts nothing).
+    sa.Index(
+        "ix_review_jobs_pending",
+        "queue",
+        sa.text("severity DESC"),
+        "enqueued_at",
+        "listing_id",
+        postgresql_where=sa.text("decided_at IS NULL"),
+        sqlite_where=sa.text("decided_at IS NULL"),
+    ),
+    # Leases in force (the "being reviewed" counts, a moderator's own claim).
+    sa.Index(
+        "ix_review_jobs_leased",
+        "claimed_until",
+        "claimed_by",
+        postgresql_where=sa.text("decided_at IS NULL"),
+        sqlite_where=sa.text("decided_at IS NULL"),
+    ),
+)
+
+# Append-only audit: who decided what, when, about which verdict (never updated or deleted).
+reviews = sa.Table(
+    "reviews",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("listing_id", sa.Text, sa.ForeignKey("listings.listing_id"), nullable=False),
+    sa.Column("verdict_id", BigId, sa.ForeignKey("verdicts.id"), nullable=False),
+    sa.Column("moderator", sa.Text, nullable=False),
+    sa.Column("decision", sa.Text, nullable=False),
+    sa.Column("reason_code", sa.Text),
+    sa.Column("new_category", sa.Text),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("policy_version", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint(_in("decision", HUMAN_DECISIONS), name="decision"),
+    sa.Index(None, "listing_id", "created_at"),
+    sa.Index(None, "moderator", "created_at"),
+    sa.Index(None, "created_at"),
+)
+
+# The listing's final decision: the latest settling review (approve/reject/recategorise).
+listing_decisions = sa.Table(
+    "listing_decisions",
+    metadata,
+    sa.Column("listing_id", sa.Text, sa.ForeignKey("listings.listing_id"), primary_key=True),
+    sa.Column("review_id", BigId, sa.ForeignKey("reviews.id"), nullable=False),
+    sa.Column("final_decision", sa.Text, nullable=False),
+    sa.Column("final_category", sa.Text, nullable=False),
+    sa.Column("reason_code", sa.Text),
+    sa.Column("decided_by", sa.Text, nullable=False),
+    sa.Column("decided_at", Timestamp, nullable=False),
+    sa.CheckConstraint(_in("final_decision", FINAL_DECISIONS), name="final_decision"),
+    sa.Index(None, "final_decision", "decided_at"),
+    sa.Index(None, "decided_at"),
+)
+
+# Console search by seller.
+sa.Index("ix_listings_seller_id", listings.c.seller_id)

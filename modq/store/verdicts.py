@@ -21,6 +21,7 @@ from modq.domain.events import ListingEvent, latest_versions
 from modq.domain.verdicts import RejectedEvent, Verdict
 from modq.store.database import as_utc, clean_text, unavailable
 from modq.store.database import dialect_insert as _insert
+from modq.store.reviews import file_review_jobs
 from modq.store.schema import listings, rejected_events, verdicts
 
 # Rows are passed to execute() as a list: SQLAlchemy's "insertmanyvalues" sends each chunk as
@@ -197,6 +198,7 @@ def save_batch(
         ids = _upsert_verdicts(conn, verdicts)
         insert_rejected(conn, rejected)
         _promote_current(conn, {_key(v)[0] for v in verdicts})
+        file_review_jobs(conn, {_key(v)[0] for v in verdicts})  # the console's review queue
     return [ids[_key(v)] for v in verdicts]
 
 
