@@ -3,6 +3,9 @@
 The pixel count is checked from the header before anything is decoded (decompression
 bombs), JPEGs are decoded at reduced scale with Pillow's draft mode when they are much
 larger than the model needs, and every Pillow failure becomes a `PhotoError`.
+
+`decode_for_hash` is the one decode PDQ hashes come from (worker and `modq bank add`): a fixed
+size whichever detectors run, and the pixels the reference hashers read (no EXIF rotation).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from modq.detectors.hashing import PhotoHash, hash_size, pdq_hash
 from modq.domain.preprocess import PreprocessSpec, resized_shape
 from modq.errors import PhotoDecodeError, PhotoTooLargeError
 
@@ -20,8 +24,8 @@ from modq.errors import PhotoDecodeError, PhotoTooLargeError
 Image.MAX_IMAGE_PIXELS = None
 
 
-def decode_image(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Image:
-    """Decode `data` to an RGB image whose shorter side is at least `spec.resize`."""
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Open `data` lazily, refusing what is not an image or has too many pixels."""
     if not data:
         raise PhotoDecodeError("empty file")
     try:
@@ -38,6 +42,13 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Im
         raise PhotoTooLargeError(
             f"{width}x{height} = {width * height} pixels exceeds the cap of {max_pixels}"
         )
+    return img
+
+
+def decode_image(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Image:
+    """Decode `data` to an RGB image whose shorter side is at least `spec.resize`."""
+    img = _open(data, max_pixels)
+    width, height = img.size
     try:
         if img.format == "JPEG":
             # draft() picks the largest DCT scaling that still leaves both sides >= requested.
@@ -53,6 +64,30 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Im
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombWarning) as exc:
         raise PhotoDecodeError(f"corrupt or truncated image: {exc}") from exc
     return img
+
+
+def decode_for_hash(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode `data` as stored (no EXIF rotation, alpha and 16-bit kept) at no less than the
+    size PDQ hashes are taken at; `pdq_hash` does the rest."""
+    img = _open(data, max_pixels)
+    try:
+        if img.format == "JPEG":
+            img.draft("RGB", hash_size(*img.size))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img.load()
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombWarning) as exc:
+        raise PhotoDecodeError(f"corrupt or truncated image: {exc}") from exc
+    return img
+
+
+def hash_photo(data: bytes, max_pixels: int) -> PhotoHash:
+    """The PDQ hash (and dihedral variants) of a photo file's bytes."""
+    img = decode_for_hash(data, max_pixels)
+    try:
+        return pdq_hash(img)
+    except (OSError, ValueError) as exc:
+        raise PhotoDecodeError(f"cannot hash this image: {exc}") from exc
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
