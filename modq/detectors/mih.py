@@ -57,7 +57,8 @@ def _prefetch_impl(typingctx: Any, arr: Any, idx: Any) -> Any:
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = _cg.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        item = _cg.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        ptr = builder.bitcast(item, ir.IntType(8).as_pointer())
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
         fn = _cg.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
@@ -74,13 +75,63 @@ _cg: Any = cgutils
 
 
 @njit(cache=True)
+def _confirm(
+    i: int,
+    c: int,
+    lo: int,
+    hi: int,
+    q_u64: npt.NDArray[np.uint64],
+    q_u8: U8,
+    ids: npt.NDArray[np.int32],
+    inline: npt.NDArray[np.uint64],
+    db_u64: npt.NDArray[np.uint64],
+    db_u8: U8,
+    max_distance: int,
+    radius: int,
+    out_q: I64,
+    out_id: I64,
+    out_d: I64,
+    n_out: int,
+) -> int:
+    """Record the pairs of bucket [lo, hi) of chunk `c` within `max_distance`, each pair once
+    (the rare path: a bucket where some entry passed the inline filter)."""
+    w = c // 4
+    qa = q_u64[i, (w + 1) % 4]
+    qb = q_u64[i, (w + 2) % 4]
+    for p in range(lo, hi):
+        if _popcount(qa ^ inline[2 * p]) + _popcount(qb ^ inline[2 * p + 1]) > max_distance:
+            continue
+        j = ids[p]
+        d = np.uint64(0)
+        for x in range(4):
+            d += _popcount(q_u64[i, x] ^ db_u64[j, x])
+        if d > max_distance:
+            continue
+        # Report each pair once: skip it if an earlier chunk also finds it.
+        seen = False
+        for c2 in range(c):
+            x1 = np.uint64(q_u8[i, 2 * c2] ^ db_u8[j, 2 * c2])
+            x2 = np.uint64(q_u8[i, 2 * c2 + 1] ^ db_u8[j, 2 * c2 + 1])
+            if _popcount(x1) + _popcount(x2) <= radius:
+                seen = True
+                break
+        if seen:
+            continue
+        if n_out < out_q.shape[0]:
+            out_q[n_out] = i
+            out_id[n_out] = j
+            out_d[n_out] = d
+        n_out += 1
+    return n_out
+
+
+@njit(cache=True)
 def _search(
     q_u64: npt.NDArray[np.uint64],
     q_u8: U8,
     offsets: I64,
     ids: npt.NDArray[np.int32],
-    inline_a: npt.NDArray[np.uint64],
-    inline_b: npt.NDArray[np.uint64],
+    inline: npt.NDArray[np.uint64],
     db_u64: npt.NDArray[np.uint64],
     db_u8: U8,
     max_distance: int,
@@ -102,37 +153,24 @@ def _search(
                 starts[k] = offsets[c, key]
                 ends[k] = offsets[c, key + 1]
                 k += 1
+        # All of this query's bucket starts are requested at once: the misses overlap.
         for k in range(16 * probes):
-            _prefetch(inline_a, starts[k])
+            _prefetch(inline, 2 * starts[k])
         for k in range(16 * probes):
             c = k // probes
             w = c // 4
             qa = q_u64[i, (w + 1) % 4]
             qb = q_u64[i, (w + 2) % 4]
+            # The hot loop only asks whether any entry of the bucket passes the filter.
+            hit = False
             for p in range(starts[k], ends[k]):
-                if _popcount(qa ^ inline_a[p]) + _popcount(qb ^ inline_b[p]) > max_distance:
-                    continue
-                j = ids[p]
-                d = np.uint64(0)
-                for x in range(4):
-                    d += _popcount(q_u64[i, x] ^ db_u64[j, x])
-                if d > max_distance:
-                    continue
-                # Report each pair once: skip it if an earlier chunk also finds it.
-                seen = False
-                for c2 in range(c):
-                    x1 = np.uint64(q_u8[i, 2 * c2] ^ db_u8[j, 2 * c2])
-                    x2 = np.uint64(q_u8[i, 2 * c2 + 1] ^ db_u8[j, 2 * c2 + 1])
-                    if _popcount(x1) + _popcount(x2) <= radius:
-                        seen = True
-                        break
-                if seen:
-                    continue
-                if n_out < out_q.shape[0]:
-                    out_q[n_out] = i
-                    out_id[n_out] = j
-                    out_d[n_out] = d
-                n_out += 1
+                near = _popcount(qa ^ inline[2 * p]) + _popcount(qb ^ inline[2 * p + 1])
+                hit |= near <= max_distance
+            if hit:
+                n_out = _confirm(
+                    i, c, starts[k], ends[k], q_u64, q_u8, ids, inline, db_u64, db_u8,
+                    max_distance, radius, out_q, out_id, out_d, n_out,
+                )  # fmt: skip
     return n_out
 
 
@@ -178,8 +216,8 @@ class HashIndex:
         u64 = hashes.view(np.uint64)
         self._offsets = np.zeros((CHUNKS, 65537), np.int64)
         self._ids = np.empty(CHUNKS * n, np.int32)
-        self._inline_a = np.empty(CHUNKS * n, np.uint64)
-        self._inline_b = np.empty(CHUNKS * n, np.uint64)
+        # Two other words of each entry's hash, interleaved: one cache line serves 4 entries.
+        self._inline = np.empty((CHUNKS * n, 2), np.uint64)
         for c in range(CHUNKS):
             order = np.argsort(words[:, c], kind="stable")
             counts = np.bincount(words[:, c], minlength=65536)
@@ -188,8 +226,8 @@ class HashIndex:
             block = slice(c * n, (c + 1) * n)
             self._ids[block] = order
             w = c // 4
-            self._inline_a[block] = u64[order, (w + 1) % 4]
-            self._inline_b[block] = u64[order, (w + 2) % 4]
+            self._inline[block, 0] = u64[order, (w + 1) % 4]
+            self._inline[block, 1] = u64[order, (w + 2) % 4]
         self._delta, self._delta_rows = [], 0
 
     def add(self, hashes: U8) -> None:
@@ -225,7 +263,7 @@ class HashIndex:
         while True:
             out = [np.empty(capacity, np.int64) for _ in range(3)]
             n = _search(
-                q.view(np.uint64), q, self._offsets, self._ids, self._inline_a, self._inline_b,
+                q.view(np.uint64), q, self._offsets, self._ids, self._inline.reshape(-1),
                 self._main.view(np.uint64), self._main, max_distance, radius, *out,
             )  # fmt: skip
             if n <= capacity:
