@@ -181,3 +181,13 @@ def test_rotated_upload_of_an_imported_hash_is_rejected_with_provenance(
         assert not any(r.startswith("banned_image") for r in after.reasons)
     finally:
         rt.close()
+
+
+def test_csv_fields_may_hold_newlines_and_bad_hash_options_are_refused(
+    cli: Callable[..., Result],
+) -> None:
+    parsed = parse_hash_list(f'hash,note\n{H1},"two\nlines"\n# comment\nbad,\n')
+    assert parsed.entries[0].note == "two\nlines"
+    assert parsed.errors == ["line 5: not a PDQ hash (64 hex digits): 'bad'"]
+    refused = cli("disable", "any", "--hash", "xyz")
+    assert refused.exit_code == 2 and "not a PDQ hash" in refused.output

@@ -113,7 +113,16 @@ def bank_list() -> None:
         click.echo(f"{row['name']}\t{row['hashes']} hashes{off}\t{created}{state}")
 
 
-_HASH = click.option("--hash", "hashes", multiple=True, help="a PDQ hash (64 hex digits)")
+def _hex_hashes(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> list[str]:
+    try:
+        return [parse_hex(v).hex() for v in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+_HASH = click.option(
+    "--hash", "hashes", multiple=True, callback=_hex_hashes, help="a PDQ hash (64 hex digits)"
+)
 _CONTENT = click.option("--content-id", "content_ids", multiple=True, help="a content id")
 
 

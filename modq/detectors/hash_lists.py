@@ -63,10 +63,11 @@ def _data_lines(text: str) -> list[tuple[int, str]]:
 
 def parse_hash_list(text: str) -> ParsedList:
     """Every hash of `text` in any of the three formats, with one error per bad line."""
-    lines = _data_lines(text.lstrip("\ufeff"))
+    text = text.lstrip("\ufeff")
+    lines = _data_lines(text)
     if lines and "," in lines[0][1]:
         parsed = ParsedList("csv")
-        _parse_csv(lines, parsed)
+        _parse_csv(text, parsed)
     else:
         hma = any(line.lower().startswith("pdq") for _, line in lines)
         parsed = ParsedList("hma" if hma else "hex")
@@ -102,11 +103,17 @@ def _parse_line(line: str) -> ListedHash:
     return ListedHash(parse_hex(tokens[0]))
 
 
-def _parse_csv(lines: list[tuple[int, str]], parsed: ParsedList) -> None:
-    header_line, header = lines[0]
-    names = [
-        h.strip().lower().replace(" ", "_").replace("-", "_") for h in next(csv.reader([header]))
-    ]
+def _parse_csv(text: str, parsed: ParsedList) -> None:
+    """CSV read as a whole (quoted fields may hold commas and newlines); rows are reported by
+    the line they end on."""
+    reader = csv.reader(io.StringIO(text))
+    rows = (
+        (reader.line_num, row)
+        for row in reader
+        if any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#")
+    )
+    header_line, header = next(rows)
+    names = [h.strip().lower().replace(" ", "_").replace("-", "_") for h in header]
     where = {
         key: next((names.index(a) for a in aliases if a in names), None)
         for key, aliases in _ALIASES.items()
@@ -114,11 +121,10 @@ def _parse_csv(lines: list[tuple[int, str]], parsed: ParsedList) -> None:
     if where["hash"] is None:
         parsed.errors.append(
             f"line {header_line}: the CSV header names no hash column"
-            f" (one of {', '.join(_ALIASES['hash'])}): {header[:120]!r}"
+            f" (one of {', '.join(_ALIASES['hash'])}): {','.join(header)[:120]!r}"
         )
         return
-    for n, line in lines[1:]:
-        row = next(csv.reader([line]))
+    for n, row in rows:
 
         def cell(key: str, row: list[str] = row) -> str | None:
             i = where[key]
