@@ -191,3 +191,17 @@ def test_csv_fields_may_hold_newlines_and_bad_hash_options_are_refused(
     assert parsed.errors == ["line 5: not a PDQ hash (64 hex digits): 'bad'"]
     refused = cli("disable", "any", "--hash", "xyz")
     assert refused.exit_code == 2 and "not a PDQ hash" in refused.output
+
+
+def test_bank_add_points_hashes_and_hash_lists_at_import(
+    cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    bank = f"add-{uuid.uuid4().hex[:6]}"
+    as_argument = cli("add", bank, H1)
+    assert as_argument.exit_code == 2 and "modq bank import" in as_argument.output
+    listing = tmp_path / "hashes.txt"
+    listing.write_text(f"{H1}\n")
+    as_file = cli("add", bank, str(listing))
+    assert as_file.exit_code == 1
+    assert f"use `modq bank import {bank} {listing}`" in as_file.output
+    assert bank not in cli("list").output  # no empty bank left behind

@@ -85,11 +85,23 @@ bank.add_command(bank_export)
 
 @bank.command("add")
 @click.argument("name")
-@click.argument("photos", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
 def bank_add(name: str, photos: Sequence[Path]) -> None:
     """Hash PHOTOS (image files or folders) into bank NAME, creating it if needed.
 
     Lists of hashes (HMA, CSV, hex) go through `modq bank import`."""
+    for path in photos:
+        if path.exists():
+            continue
+        try:
+            parse_hex(str(path))
+        except ValueError:
+            raise click.BadParameter(f"{path} does not exist", param_hint="PHOTOS") from None
+        raise click.BadParameter(
+            f"{str(path)[:16]}... is a PDQ hash, not a photo: write hashes to a file, one per"
+            f" line, and run `modq bank import {name} FILE`",
+            param_hint="PHOTOS",
+        )
     added, skipped = add_photos(get_settings(), name, list(expand(photos)))
     for line in skipped:
         click.echo(f"skipped {line}", err=True)
