@@ -113,7 +113,7 @@ def test_bank_cli_add_list_remove(
         one = runner.invoke(main, ["bank", "remove", bank, photos[0]])
         assert f"bank {bank}: 1 hashes removed" in one.output
         assert f"{bank}\t2 hashes" in runner.invoke(main, ["bank", "list"]).output
-        gone = runner.invoke(main, ["bank", "remove", bank])
+        gone = runner.invoke(main, ["bank", "remove", bank, "--yes"])
         assert gone.exit_code == 0 and "bank deleted" in gone.output
         assert bank not in runner.invoke(main, ["bank", "list"]).output
     finally:

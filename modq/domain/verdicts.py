@@ -31,6 +31,9 @@ class PhotoResult(BaseModel):
     declared_prob: float | None = None
     # Detector scores keyed "detector.label", e.g. "prohibited.firearm".
     detectors: dict[str, float] = Field(default_factory=dict)
+    # What backs a detector score, by the same key: for "banks.<NAME>" the matched hash's
+    # content id and note (shown in the verdict's reason).
+    evidence: dict[str, str] = Field(default_factory=dict)
     error_code: str | None = None
     error: str | None = None
     fetch_ms: float = 0.0

@@ -8,6 +8,9 @@ detectors need, so only the small image is kept. Full-resolution decodes in one 
 a budget of `max_image_pixels` pixels, so however many threads decode, the transient memory is
 about one maximal image. Photos that show nothing (almost uniformly black or white) are a
 `PhotoBlankError`. Every Pillow failure becomes a `PhotoError`.
+
+`decode_for_hash` is the one decode PDQ hashes come from (worker and `modq bank add`): a fixed
+size whichever detectors run, and the pixels the reference hashers read (no EXIF rotation).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageStat, UnidentifiedImageError
 from PIL import _imaging as pillow_core
 
+from modq.detectors.hashing import HASH_SIDE, PhotoHash, hash_size, pdq_hash, reference_rgb
 from modq.domain.preprocess import PreprocessSpec, resized_shape
 from modq.errors import PhotoBlankError, PhotoDecodeError, PhotoTooLargeError
 
@@ -83,10 +87,8 @@ class PixelBudget:
 _BUDGET = PixelBudget()
 
 
-def decode_image(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Image:
-    """Decode `data` to an RGB image whose shorter side is at least `spec.resize` and, when
-    the photo is larger, less than twice that (unless an EXIF rotation or odd mode says
-    otherwise, never the full resolution of a large photo)."""
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Open `data` lazily, refusing what is not an image or has too many pixels."""
     if not data:
         raise PhotoDecodeError("empty file")
     try:
@@ -104,6 +106,13 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Im
             f"{width}x{height} = {width * height} pixels exceeds the cap of {max_pixels}"
         )
     _check_size_can_hold(img, data)
+    return img
+
+
+def decode_image(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Image:
+    """Decode `data` to an RGB image whose shorter side is at least `spec.resize`."""
+    img = _open(data, max_pixels)
+    width, height = img.size
     try:
         if img.format == "JPEG":
             # draft() picks the largest DCT scaling that still leaves both sides >= requested.
@@ -186,6 +195,35 @@ def _check_not_blank(img: Image.Image) -> None:
             f"the photo is almost entirely {colour} "
             f"(mean brightness {mean:.1f}, spread {spread:.1f} of 255)"
         )
+
+
+def decode_for_hash(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode `data` as stored (no EXIF rotation, alpha and 16-bit kept) at no less than the
+    size PDQ hashes are taken at; `pdq_hash` does the rest."""
+    img = _open(data, max_pixels)
+    try:
+        if img.format == "JPEG":
+            img.draft("RGB", hash_size(*img.size))
+        with _BUDGET.hold(img.width * img.height, max_pixels):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img.load()
+            if max(img.size) >= 2 * HASH_SIDE:
+                # Keep only what PDQ looks at: the reference pixels, box-averaged, so no
+                # full-resolution PNG is held while the hash is computed.
+                img = reference_rgb(img).reduce(max(img.size) // HASH_SIDE)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombWarning) as exc:
+        raise PhotoDecodeError(f"corrupt or truncated image: {exc}") from exc
+    return img
+
+
+def hash_photo(data: bytes, max_pixels: int) -> PhotoHash:
+    """The PDQ hash (and dihedral variants) of a photo file's bytes."""
+    img = decode_for_hash(data, max_pixels)
+    try:
+        return pdq_hash(img)
+    except (OSError, ValueError) as exc:
+        raise PhotoDecodeError(f"cannot hash this image: {exc}") from exc
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -88,8 +88,9 @@ def _check_banks(
             where.append(out)
     if not hashes:
         return
-    for out, scores in zip(where, rt.banks.check(keys, hashes), strict=True):
-        out.detectors.update(scores)
+    for out, found in zip(where, rt.banks.check(keys, hashes), strict=True):
+        out.detectors.update(found.scores)
+        out.evidence.update(found.evidence)
 
 
 def _photo_result(
@@ -106,6 +107,7 @@ def _photo_result(
         top=[(labels[k], round(float(out.probs[k]), 6)) for k in order],
         declared_prob=round(float(out.probs[list(labels).index(event.declared_category)]), 6),
         detectors=out.detectors,
+        evidence=out.evidence,
         **timing,
     )
 

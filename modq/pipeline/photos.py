@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from modq.detectors.hashing import PhotoHash, pdq_hash
+from modq.detectors.hashing import PhotoHash
 from modq.domain.preprocess import preprocess
 from modq.errors import PhotoError
-from modq.pipeline.decode import decode_image
+from modq.pipeline.decode import decode_image, hash_photo
 from modq.pipeline.infer import FloatArray
 from modq.pipeline.runtime import Runtime
 
@@ -38,6 +38,7 @@ class PhotoOutcome:
     fetch_ms: float = 0.0
     decode_ms: float = 0.0
     pdq: PhotoHash | None = None
+    evidence: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,8 +67,10 @@ def _load(key: int, ref: str, rt: Runtime) -> _Loaded:
     t2 = time.perf_counter()
     pdq = None
     if rt.banks is not None:
+        # --- PDQ (issue 13): hashed from its own fixed-size decode of `data`, not from `image`,
+        # so the hash does not depend on the detector set or the model's decode size. ---
         try:
-            pdq = pdq_hash(image)
+            pdq = hash_photo(data, rt.settings.max_image_pixels)
         except Exception:  # a hash failure only skips the bank check for this photo
             log.warning("PDQ hash failed for %s", ref, exc_info=True)
     return _Loaded(key, ref, array, image, None, (t1 - t0) * 1e3, (t2 - t1) * 1e3, pdq)

@@ -111,7 +111,10 @@ class DetectorRules(BaseModel):
                     action, threshold = "review", limits.review
                 else:
                     continue
-                reasons.append(_reason(key, score, action, threshold, photo.index, self.banks))
+                reason = _reason(key, score, action, threshold, photo.index, self.banks)
+                if key in photo.evidence:
+                    reason += f": {photo.evidence[key]}"
+                reasons.append(reason)
                 decision = worst(decision, action)
         return decision, reasons
 

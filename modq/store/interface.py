@@ -19,11 +19,25 @@ from modq.domain.verdicts import RejectedEvent, Verdict
 
 @dataclass(frozen=True)
 class BankEntry:
-    """One hash to add to an image bank."""
+    """One hash to add to an image bank, with its provenance."""
 
     hash: bytes
     quality: int
     source: str | None = None
+    # As the list it came from names it (HMA/ThreatExchange content id, NCMEC id, ...).
+    content_id: str | None = None
+    note: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class BankHash:
+    """One enabled hash of an enabled bank, as the matcher loads it."""
+
+    hash: bytes
+    bank: str
+    content_id: str | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +68,9 @@ class VerdictStore(Protocol):
 class BankStore(Protocol):
     """Image-bank hashes and recent photo hashes, as the matcher loads and saves them."""
 
-    def load_bank_hashes(self, min_quality: int) -> tuple[list[bytes], list[str]]: ...
+    def load_bank_hashes(self, min_quality: int) -> list[BankHash]:
+        """Every enabled hash of every enabled bank with quality >= `min_quality`."""
+        ...
 
     def load_recent_photo_hashes(
         self, since: datetime, min_quality: int

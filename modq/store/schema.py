@@ -127,7 +127,9 @@ backfill_jobs = sa.Table(
 )
 
 # Image banks (migration 0002_image_banks): named sets of PDQ hashes of banned photos, and the
-# hash of every moderated photo with its seller for the duplicate-photo check.
+# hash of every moderated photo with its seller for the duplicate-photo check. Provenance and
+# switches (migration 0006_bank_provenance): each hash's content id and note as the exchange
+# that published it gave them, and `enabled` on banks and hashes (disabled ones never match).
 
 image_banks = sa.Table(
     "image_banks",
@@ -136,6 +138,7 @@ image_banks = sa.Table(
     sa.Column("name", sa.Text, nullable=False, unique=True),
     sa.Column("description", sa.Text),
     sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
 )
 bank_hashes = sa.Table(
     "bank_hashes",
@@ -148,7 +151,12 @@ bank_hashes = sa.Table(
     sa.Column("quality", sa.Integer, nullable=False),
     sa.Column("source", sa.Text),
     sa.Column("added_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.Column("content_id", sa.Text),
+    sa.Column("note", sa.Text),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.UniqueConstraint("bank_id", "hash"),
+    # `modq bank remove|disable --content-id`.
+    sa.Index(None, "bank_id", "content_id"),
 )
 photo_hashes = sa.Table(
     "photo_hashes",
