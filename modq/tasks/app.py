@@ -13,7 +13,7 @@ from typing import Any
 from celery import signals
 from celery_batches import Batches
 
-from modq.ingest.broker import TASK_NAME, create_app
+from modq.ingest.broker import TASK_NAME, create_app, declare_queues, drop_stale_bindings
 from modq.pipeline.runtime import Runtime
 from modq.settings import get_settings
 from modq.store.stores import open_stores
@@ -39,6 +39,8 @@ def runtime() -> Runtime:
 def _warm_up(**_: Any) -> None:
     # Threads pool: this is the process that will run the batches, so load the model now
     # rather than on the first listing.
+    declare_queues(app, settings)
+    drop_stale_bindings(app, settings)
     runtime()
 
 
