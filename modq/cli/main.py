@@ -37,3 +37,8 @@ def run() -> Any:
     except ModqError as exc:
         click.echo(f"modq: error: {exc}", err=True)
         sys.exit(2)
+
+
+from modq.cli.recover import recover  # noqa: E402
+
+main.add_command(recover)
