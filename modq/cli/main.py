@@ -42,3 +42,7 @@ def run() -> Any:
 from modq.cli.recover import recover  # noqa: E402
 
 main.add_command(recover)
+
+from modq.cli.dead import dead_group  # noqa: E402
+
+main.add_command(dead_group)

@@ -40,11 +40,16 @@ def dead_queue(queue: str) -> str:
     return f"{queue}.dead"
 
 
+def queue_named(name: str) -> Queue:
+    """A queue bound to its own direct exchange with its own routing key (all named `name`)."""
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
 def queues_of(settings: Settings) -> list[Queue]:
-    """Every queue modq uses, each bound to its own direct exchange with its own key."""
+    """Every queue modq uses, each on its own exchange and key."""
     names = [settings.queue_new, settings.queue_backfill]
     names += [dead_queue(name) for name in names]
-    return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in names]
+    return [queue_named(name) for name in names]
 
 
 def create_app(settings: Settings) -> Celery:

@@ -26,7 +26,7 @@ from modq.domain.envelope import make_body, source_of, summary
 from modq.domain.events import ListingEvent, parse_event
 from modq.domain.verdicts import Source
 from modq.errors import BrokerUnavailable
-from modq.ingest.broker import TASK_NAME, create_app
+from modq.ingest.broker import TASK_NAME, create_app, dead_queue
 from modq.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -157,20 +157,34 @@ def submit(event: ListingEvent | dict[str, Any], *, settings: Settings | None = 
     submit_many([event], settings=settings)
 
 
+def park_dead(bodies: Sequence[dict[str, Any]], settings: Settings, reason: str) -> None:
+    """Put bodies in their queue's dead-letter queue (`<queue>.dead`) with the reason, for an
+    operator to inspect, replay or drop (`modq dead`)."""
+    for body in bodies:
+        queue = queue_for(settings, source_of(body))
+        log.error("parked in %s: %s", dead_queue(queue), reason)
+        publish_bodies([{**body, "error": reason}], settings, queue=dead_queue(queue))
+
+
 def retry_later(bodies: Sequence[dict[str, Any]], settings: Settings, reason: str) -> None:
     """Re-publish after a transient failure with exponential backoff; park in the dead-letter
-    queue once `max_retries` is spent, so nothing is ever dropped."""
+    queue once `max_retries` is spent, so nothing is ever dropped.
+
+    The delay is capped at half the visibility timeout: a worker holds a delayed message
+    unacknowledged until it is due, and Redis would redeliver one held longer.
+    """
     for body in bodies:
         attempt = int(body.get("attempt", 0)) + 1
         queue = queue_for(settings, source_of(body))
         if attempt > settings.max_retries:
-            log.error(
-                "giving up after %d attempts (%s); parked in %s.dead", attempt - 1, reason, queue
-            )
-            publish_bodies(
-                [{**body, "attempt": attempt, "error": reason}], settings, queue=f"{queue}.dead"
+            park_dead(
+                [{**body, "attempt": attempt}],
+                settings,
+                f"gave up after {attempt - 1} attempts: {reason}",
             )
             continue
-        delay = settings.retry_backoff_s * 2 ** (attempt - 1)
+        delay = min(
+            settings.retry_backoff_s * 2 ** (attempt - 1), settings.visibility_timeout_s / 2
+        )
         log.warning("retrying in %.1fs (attempt %d): %s", delay, attempt, reason)
         publish_bodies([{**body, "attempt": attempt}], settings, queue=queue, countdown=delay)

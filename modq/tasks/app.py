@@ -14,6 +14,7 @@ from celery import signals
 from celery_batches import Batches
 
 from modq.ingest.broker import TASK_NAME, create_app, declare_queues, drop_stale_bindings
+from modq.ingest.deliveries import count_starts, forget
 from modq.pipeline.runtime import Runtime
 from modq.settings import get_settings
 from modq.store.stores import open_stores
@@ -58,4 +59,6 @@ def _shut_down(**_: Any) -> None:
     acks_late=True,
 )
 def moderate_batch(requests: list[Any]) -> None:
-    run_batch([r.kwargs for r in requests], runtime())
+    ids = [r.id for r in requests]
+    run_batch([r.kwargs for r in requests], runtime(), count_starts(settings, ids))
+    forget(settings, ids)

@@ -2,7 +2,8 @@
 
 Transient failures re-queue the batch with backoff; an unexpected error is narrowed down to
 the message that causes it, so one poisonous event cannot take its batch-mates with it, and
-that event is recorded as rejected with the error as its reason.
+that event is recorded as rejected with the error as its reason. A message that killed its
+worker `max_deliveries` times is parked in `<queue>.dead` before it can do it again.
 """
 
 from __future__ import annotations
@@ -15,18 +16,28 @@ from typing import Any
 from modq.domain.envelope import rejected, source_of
 from modq.domain.verdicts import Source
 from modq.errors import ConfigError, RetryableError
-from modq.ingest.publish import retry_later
+from modq.ingest.publish import park_dead, retry_later
 from modq.pipeline.moderate import handle_messages
 from modq.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def run_batch(bodies: Sequence[dict[str, Any]], rt: Runtime) -> None:
+def run_batch(
+    bodies: Sequence[dict[str, Any]], rt: Runtime, starts: Sequence[int] | None = None
+) -> None:
     """Moderate and store message bodies; backfill and new work are stored with their source
-    so verdict history shows why a listing was re-moderated."""
+    so verdict history shows why a listing was re-moderated.
+
+    `starts` (how many times each message's batch has started, `modq.ingest.deliveries`)
+    sends poison messages, started more than `max_deliveries` times, to `<queue>.dead`.
+    """
     by_source: dict[Source, list[dict[str, Any]]] = defaultdict(list)
-    for body in bodies:
+    limit = rt.settings.max_deliveries
+    for body, started in zip(bodies, starts or [1] * len(bodies), strict=True):
+        if started > limit:
+            _park_poison(body, rt, started - 1)
+            continue
         by_source[source_of(body)].append(body)
     for source, group in by_source.items():
         _process(group, rt, source)
@@ -62,3 +73,15 @@ def _reject(body: dict[str, Any], rt: Runtime, reason: str) -> None:
         rt.verdict_store.record_rejected([rejected(body, reason)])
     except RetryableError as exc:
         retry_later([body], rt.settings, str(exc))
+
+
+def _park_poison(body: dict[str, Any], rt: Runtime, starts: int) -> None:
+    """A message whose worker died every time it ran: recorded as rejected (which closes its
+    intake row, so `modq recover` leaves it alone) and parked for an operator to replay."""
+    reason = f"dead_letter: its batch started {starts} times without finishing (worker died?)"
+    if rt.verdict_store is not None:
+        try:
+            rt.verdict_store.record_rejected([rejected(body, reason)])
+        except RetryableError as exc:  # still open in intake: recover re-queues it later
+            log.warning("could not record the poison message: %s", exc)
+    park_dead([body], rt.settings, reason)
