@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(3, ge=1)
     # Prometheus metrics and /healthz on this port (`modq worker --metrics-port`); None = off.
     metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
 
     @model_validator(mode="after")
     def _visibility_covers_batches(self) -> Settings:

@@ -9,6 +9,7 @@ worker `max_deliveries` times is parked in `<queue>.dead` before it can do it ag
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from modq.errors import ConfigError, RetryableError
 from modq.ingest.publish import park_dead, retry_later
 from modq.pipeline.moderate import handle_messages
 from modq.pipeline.runtime import Runtime
+from modq.tasks import metrics
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +45,19 @@ def run_batch(
         _process(group, rt, source)
 
 
+def _retry(bodies: list[dict[str, Any]], rt: Runtime, reason: str) -> None:
+    spent = sum(int(b.get("attempt", 0)) + 1 > rt.settings.max_retries for b in bodies)
+    metrics.RETRIES.inc(len(bodies) - spent)
+    metrics.DEAD.labels("retries_spent").inc(spent)
+    retry_later(bodies, rt.settings, reason)
+
+
 def _process(bodies: list[dict[str, Any]], rt: Runtime, source: Source) -> None:
+    started = time.perf_counter()
     try:
         outcome = handle_messages(bodies, rt, source)
     except RetryableError as exc:
-        retry_later(bodies, rt.settings, str(exc))
+        _retry(bodies, rt, str(exc))
         return
     except Exception as exc:
         if len(bodies) > 1:
@@ -58,6 +68,8 @@ def _process(bodies: list[dict[str, Any]], rt: Runtime, source: Source) -> None:
         log.exception("message failed; recording it as rejected")
         _reject(bodies[0], rt, f"internal_error: {type(exc).__name__}: {exc}")
         return
+    elapsed = time.perf_counter() - started
+    metrics.observe_batch(bodies, outcome.verdicts, outcome.rejected, source, elapsed)
     log.info(
         "batch: %d verdicts, %d rejected events (%s)",
         len(outcome.verdicts),
@@ -72,7 +84,9 @@ def _reject(body: dict[str, Any], rt: Runtime, reason: str) -> None:
     try:
         rt.verdict_store.record_rejected([rejected(body, reason)])
     except RetryableError as exc:
-        retry_later([body], rt.settings, str(exc))
+        _retry([body], rt, str(exc))
+        return
+    metrics.LISTINGS.labels(source_of(body), "rejected").inc()
 
 
 def _park_poison(body: dict[str, Any], rt: Runtime, starts: int) -> None:
@@ -84,4 +98,5 @@ def _park_poison(body: dict[str, Any], rt: Runtime, starts: int) -> None:
             rt.verdict_store.record_rejected([rejected(body, reason)])
         except RetryableError as exc:  # still open in intake: recover re-queues it later
             log.warning("could not record the poison message: %s", exc)
+    metrics.DEAD.labels("poison").inc()
     park_dead([body], rt.settings, reason)

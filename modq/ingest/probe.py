@@ -1,5 +1,7 @@
-"""How many times each message's batch has started: what finds a poison message.
+"""Direct Redis calls a worker makes beside Celery, each bounded by a socket timeout: delivery
+counters, the broker health check and queue depths for monitoring.
 
+How many times each message's batch has started is what finds a poison message.
 A message whose worker dies while processing it (killed for memory, a crash in native code)
 is redelivered by Redis after the visibility timeout, and would kill the next worker too.
 Celery cannot count those deliveries (the redelivered message is the same message), so the
@@ -16,6 +18,7 @@ from functools import lru_cache
 
 import redis
 
+from modq.errors import BrokerUnavailable
 from modq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,3 +59,30 @@ def forget(settings: Settings, ids: Sequence[str | None]) -> None:
         return
     with contextlib.suppress(redis.RedisError):
         _client(settings.broker_url).delete(*(KEY.format(i) for i in ids))
+
+
+def _is_redis(settings: Settings) -> bool:
+    return settings.broker_url.startswith(("redis://", "rediss://"))
+
+
+def broker_ping(settings: Settings) -> None:
+    """Raise `BrokerUnavailable` unless the broker answers now (Redis: PING, 5 s at most)."""
+    if not _is_redis(settings):
+        return
+    try:
+        _client(settings.broker_url).ping()
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
+
+
+def queue_depths(settings: Settings, queues: Sequence[str]) -> dict[str, int]:
+    """Messages waiting in each queue (Redis list lengths; modq publishes no priorities)."""
+    if not _is_redis(settings):
+        return {}
+    try:
+        with _client(settings.broker_url).pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.llen(queue)
+            return {q: int(n) for q, n in zip(queues, pipe.execute(), strict=True)}
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
