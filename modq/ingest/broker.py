@@ -57,6 +57,11 @@ def create_app(settings: Settings) -> Celery:
     app = Celery("modq", broker=settings.broker_url, set_as_current=False)
     transport: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout_s,
+        # kombu scans for expired unacknowledged messages every interval × throttle seconds
+        # (10 × 10 by default): that, not the visibility timeout, would bound redelivery.
+        # One cheap ZRANGE every sixth of the timeout keeps redelivery under 1.2 × timeout.
+        "unacked_restore_interval": max(1.0, settings.visibility_timeout_s / 6),
+        "unacked_restore_throttle": 1,
         "queue_order_strategy": "priority",
     }
     if settings.broker_url.startswith("filesystem://"):
