@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import click
 
@@ -27,11 +28,27 @@ def parse_duration(text: str) -> float:
     help="Only listings accepted at least this long ago (60s, 5m, 2h): younger ones are "
     "probably still queued.",
 )
-@click.option("--limit", type=int, default=None, help="Re-queue at most this many.")
-def recover(older_than: str, limit: int | None) -> None:
+@click.option("--limit", type=int, default=None, help="Re-queue at most this many per pass.")
+@click.option(
+    "--every",
+    default=None,
+    help="Keep running: one pass every DURATION (e.g. 60s), as a deployment's sidecar does.",
+)
+def recover(older_than: str, limit: int | None, every: str | None) -> None:
     """Re-publish accepted listings (intake table) that have no verdict or rejection yet:
     after a broker lost its messages, or a publish failed after the listing was accepted."""
+    from modq.errors import RetryableError
     from modq.ingest.recover import recover as run_recover
 
-    report = run_recover(get_settings(), parse_duration(older_than), limit)
-    click.echo(f"re-queued {report.requeued}")
+    settings = get_settings()
+    while True:
+        try:
+            report = run_recover(settings, parse_duration(older_than), limit)
+            click.echo(f"re-queued {report.requeued}")
+        except RetryableError as exc:
+            if every is None:
+                raise
+            click.echo(f"recover: {exc}; trying again in {every}", err=True)
+        if every is None:
+            return
+        time.sleep(parse_duration(every))
