@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from modq.domain.events import ListingEvent
+from modq.ingest.broker import create_app
 from modq.ingest.publish import submit_many
 from modq.settings import Settings
 from modq.tasks.health import HealthServer
@@ -93,3 +97,51 @@ def test_healthz_names_what_is_down(make_settings: Callable[..., Settings]) -> N
         server.engine.dispose()
     assert checks["broker"].startswith("broker unavailable")
     assert checks["database"].startswith("database unavailable")
+
+
+def test_task_events_make_batches_visible_to_flower(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """celery-batches sends no task events; `--task-events` sends one set per message."""
+    suffix = uuid.uuid4().hex[:6]
+    settings = make_settings(
+        image_roots=[str(tmp_path)],
+        detectors=[],
+        batch_interval_s=0.1,
+        queue_new=f"ev-{suffix}.new",
+        queue_backfill=f"ev-{suffix}.backfill",
+    )
+    good = tmp_path / "hat.jpg"
+    good.write_bytes(colour_jpeg("fashion.hat"))
+    seen: list[dict[str, Any]] = []
+    app = create_app(settings)
+    with (
+        running_worker(settings, tmp_path / "w.log", "--task-events") as proc,
+        app.connection_for_read() as conn,
+    ):
+        receiver = app.events.Receiver(conn, handlers={"*": seen.append})
+        thread = threading.Thread(
+            target=lambda: receiver.capture(limit=None, timeout=None, wakeup=False), daemon=True
+        )
+        thread.start()
+        n = [0]
+
+        def succeeded() -> bool:
+            # Events are broadcast: keep submitting until the receiver is subscribed.
+            n[0] += 1
+            event = ListingEvent(
+                listing_id=f"ev-{suffix}-{n[0]}", declared_category="fashion.hat",
+                images=[str(good)],
+            )  # fmt: skip
+            submit_many([event], settings=settings)
+            time.sleep(0.5)  # pace the submissions; the wait itself is wait_for's deadline
+            return any(e["type"] == "task-succeeded" for e in seen)
+
+        proc.wait_for(succeeded, 60, "a task-succeeded event")
+        receiver.should_stop = True
+        thread.join(10)
+    kinds = {e["type"] for e in seen}
+    assert {"task-received", "task-started", "task-succeeded"} <= kinds
+    received = [e for e in seen if e["type"] == "task-received"]
+    assert received[0]["name"] == "modq.moderate"
+    app.close()
