@@ -31,7 +31,7 @@ def run_batch(
     """Moderate and store message bodies; backfill and new work are stored with their source
     so verdict history shows why a listing was re-moderated.
 
-    `starts` (how many times each message's batch has started, `modq.ingest.deliveries`)
+    `starts` (how many times each message's batch has started, `modq.ingest.probe`)
     sends poison messages, started more than `max_deliveries` times, to `<queue>.dead`.
     """
     by_source: dict[Source, list[dict[str, Any]]] = defaultdict(list)
