@@ -22,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
-from modq.detectors import bank_store
 from modq.detectors.hashing import PhotoHash, to_matrix
 from modq.detectors.mih import HashIndex
+from modq.store import banks as bank_store  # (moves with the lead's issue-10 split)
 
 log = logging.getLogger(__name__)
 
