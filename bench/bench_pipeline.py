@@ -8,7 +8,7 @@ Prints, on this machine:
   warm-up, and the same for `--compare MODEL` (e.g. runs/listings-v1/model.onnx, the export
   `make model` writes before it adds the prohibited head, to measure what the head costs),
   both in the same run;
-- the whole pipeline (`modq.pipeline.moderate.moderate`: fetch, draft-mode decode on the thread pool,
+- the whole pipeline (`modq.pipeline.moderate.moderate`: fetch, draft-mode decode on the pool,
   one ONNX call per chunk, detectors, policy) on listings built from listings-v1 val, as
   listings/s and photos/s.
 """

@@ -83,6 +83,7 @@ class NudityDetector:
     ) -> None:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if intra_op_threads > 0:
             opts.intra_op_num_threads = intra_op_threads
         self.session = ort.InferenceSession(
@@ -106,3 +107,17 @@ class NudityDetector:
 
     def score(self, images: Sequence[Image.Image]) -> list[Result]:
         return score_isolated(self.name, images, prepare_photo, self._run)
+
+    def prepare(self, img: Image.Image) -> npt.NDArray[np.float32]:
+        """Per-photo half of `score`, for the pipeline's loading threads."""
+        return prepare_photo(img)
+
+    def score_prepared(self, items: Sequence[npt.NDArray[np.float32] | Exception]) -> list[Result]:
+        """Batched half of `score`; an item that failed to prepare stays that photo's error."""
+        return score_isolated(self.name, items, _passthrough, self._run)
+
+
+def _passthrough(item: npt.NDArray[np.float32] | Exception) -> npt.NDArray[np.float32]:
+    if isinstance(item, Exception):
+        raise item
+    return item

@@ -16,19 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from modq.detectors import build_detectors
 from modq.detectors.banks import BankMatcher, PhotoKey
 from modq.detectors.base import Detector
-from modq.detectors.hashing import PhotoHash, pdq_hash
+from modq.detectors.hashing import PhotoHash
 from modq.domain.events import ListingEvent, parse_event, raw_text
-from modq.domain.preprocess import preprocess
 from modq.domain.verdicts import PhotoResult, RejectedEvent, Source, Verdict
 from modq.errors import EventError, PhotoError
-from modq.pipeline.decode import decode_image
 from modq.pipeline.fetch import PhotoFetcher
-from modq.pipeline.infer import Classifier, FloatArray, choose_providers
+from modq.pipeline.infer import Classifier, FloatArray, choose_providers, session_threads
+from modq.pipeline.sized import Loaded, load_photo, score_chunk
 from modq.policy.policy import Policy, worst
 from modq.settings import Settings
 from modq.store import verdicts as store
@@ -50,6 +48,8 @@ class Runtime:
     engine: Any = None  # sqlalchemy Engine; None where nothing is stored (modq classify)
     detectors: Sequence[Detector] = ()
     banks: BankMatcher | None = None  # PDQ image banks + duplicate photos; needs the store
+    # Runs the image detectors' models while the classifier runs (issue 14, pipeline/sized.py).
+    infer_pool: ThreadPoolExecutor | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
@@ -58,7 +58,11 @@ class Runtime:
     ) -> Runtime:
         """`read` replaces the fetcher's policy-checked reader (modq classify reads the
         files its user named)."""
-        classifier = Classifier.from_path(settings.model_path, settings)
+        # issue 14: the classifier and the nudity model run concurrently and share the cores.
+        threads = session_threads(settings.intra_op_threads, 1 + ("nudity" in settings.detectors))
+        classifier = Classifier.from_path(
+            settings.model_path, settings.model_copy(update={"intra_op_threads": threads})
+        )
         engine = store.make_engine(settings.database_url) if with_store else None
         closers: list[Callable[[], None]] = []
         if read is None:
@@ -77,10 +81,15 @@ class Runtime:
             read=read,
             pool=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="modq-load"),
             engine=engine,
-            detectors=build_detectors(settings.detectors, providers, settings.intra_op_threads),
+            detectors=build_detectors(
+                settings.detectors, providers, threads, settings.nudity_precision
+            ),
             banks=banks,
         )
         rt._closers += [*closers, rt.pool.shutdown]
+        if rt.detectors:  # issue 14: detector models run next to the classifier
+            rt.infer_pool = ThreadPoolExecutor(len(rt.detectors), thread_name_prefix="modq-infer")
+            rt._closers.append(rt.infer_pool.shutdown)
         if engine is not None:
             rt._closers.append(engine.dispose)
         return rt
@@ -110,37 +119,7 @@ class PhotoOutcome:
     pdq: PhotoHash | None = None
 
 
-@dataclass
-class _Loaded:
-    key: int
-    ref: str
-    array: FloatArray | None
-    image: Image.Image | None
-    error: PhotoError | None
-    fetch_ms: float
-    decode_ms: float
-    pdq: PhotoHash | None = None
-
-
-def _load(key: int, ref: str, rt: Runtime) -> _Loaded:
-    spec = rt.classifier.contract.preprocess
-    t0 = t1 = time.perf_counter()
-    try:
-        data = rt.read(ref)
-        t1 = time.perf_counter()
-        decode_spec = spec.model_copy(update={"resize": rt.min_side})
-        image = decode_image(data, decode_spec, rt.settings.max_image_pixels)
-        array = preprocess(image, spec)
-    except PhotoError as exc:
-        return _Loaded(key, ref, None, None, exc, (t1 - t0) * 1e3, 0.0)
-    t2 = time.perf_counter()
-    pdq = None
-    if rt.banks is not None:
-        try:
-            pdq = pdq_hash(image)
-        except Exception:  # a hash failure only skips the bank check for this photo
-            log.warning("PDQ hash failed for %s", ref, exc_info=True)
-    return _Loaded(key, ref, array, image, None, (t1 - t0) * 1e3, (t2 - t1) * 1e3, pdq)
+_Loaded = Loaded  # issue 14: loading moved to pipeline/sized.py (sized per category)
 
 
 def infer_photos(
@@ -153,7 +132,8 @@ def infer_photos(
     completion order.
     """
     futures: list[Future[_Loaded]] = [
-        rt.pool.submit(_load, i, ref, rt) for i, ref in enumerate(refs)
+        rt.pool.submit(load_photo, i, ref, rt, categories[i] if categories else None)
+        for i, ref in enumerate(refs)
     ]
     ready: list[_Loaded] = []
     for fut in as_completed(futures):
@@ -175,8 +155,8 @@ def infer_photos(
 def _run_chunk(
     chunk: list[_Loaded], rt: Runtime, categories: Sequence[str] | None = None
 ) -> Iterator[tuple[int, PhotoOutcome]]:
-    batch = np.stack([item.array for item in chunk if item.array is not None])
-    prediction = rt.classifier.predict(batch)
+    # issue 14: classifier and detectors run concurrently (pipeline/sized.py).
+    prediction, detector_rows = score_chunk(chunk, rt, categories)
     scores: list[dict[str, float]] = [{} for _ in chunk]
     for name, head in prediction.heads.items():
         labels = rt.classifier.contract.detectors[name].labels
@@ -185,16 +165,8 @@ def _run_chunk(
                 {f"{name}.{lbl}": round(float(s), 6) for lbl, s in zip(labels, row, strict=True)}
             )
     errors: list[PhotoError | None] = [None] * len(chunk)
-    rules = rt.policy.detector_rules
-    for detector in rt.detectors:
-        picked = [
-            i
-            for i, item in enumerate(chunk)
-            if item.image is not None
-            and (categories is None or rules.enabled(detector.name, categories[item.key]))
-        ]
-        images = [img for i in picked if (img := chunk[i].image) is not None]
-        for i, result in zip(picked, detector.score(images), strict=True):
+    for rows in detector_rows:
+        for detector, i, result in rows:
             if isinstance(result, Exception):
                 err = result if isinstance(result, PhotoError) else None
                 errors[i] = errors[i] or err or PhotoError(f"{detector.name}: {result}")
