@@ -7,6 +7,11 @@ Settings chosen on purpose:
   dies mid-batch leaves its messages to be redelivered (the upsert makes that harmless).
 - prefetch = 2 × batch_size: one batch runs while the next fills. celery-batches needs the
   window to exceed `flush_every` or it would only ever flush on the timer.
+- `FullBatches`: celery-batches' timer flushes whatever the buffer holds every
+  `flush_interval`, even while the pool is busy; those part-batches queue behind the running
+  one, and as each ack lets in only as many messages as it freed, the small sizes perpetuate
+  (2-14 listings under a steady stream, issue 14). The timer now waits while a flushed batch
+  is still queued, unstarted: the buffer keeps filling up to `flush_every` instead.
 - Redis visibility timeout (default 1 h) far above buffering + batch time (seconds), so a slow
   batch is never redelivered while it is still being processed.
 - `queue_order_strategy="priority"`: BRPOP lists `moderation.new` first, so a worker only
@@ -67,6 +72,51 @@ def create_app(settings: Settings) -> Celery:
     return app
 
 
+class FullBatches(Batches):  # type: ignore[misc]
+    """Batches whose timer never queues a part-batch behind one that has not started yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiting = 0  # flushed batches the pool has not started
+        self._waiting_lock = threading.Lock()
+
+    def _do_flush(self) -> None:
+        # Called by the timer and on every flush_every-th message; a full buffer always goes.
+        if self._waiting and self._buffer.qsize() < self.flush_every:
+            return
+        super()._do_flush()
+
+    def flush(self, requests: Any) -> Any:
+        with self._waiting_lock:
+            self._waiting += 1
+        pool: Any = getattr(self, "_pool")  # noqa: B009 (set by celery-batches; untyped)
+        apply_async = pool.apply_async
+
+        def counted(*args: Any, accept_callback: Any = None, **kwargs: Any) -> Any:
+            def accepted(*a: Any) -> Any:
+                with self._waiting_lock:
+                    self._waiting -= 1
+                return accept_callback(*a) if accept_callback else None
+
+            return apply_async(*args, accept_callback=accepted, **kwargs)
+
+        self._pool = _PoolProxy(pool, counted)
+        try:
+            return super().flush(requests)
+        finally:
+            self._pool = pool
+
+
+class _PoolProxy:
+    """The pool with `apply_async` replaced (celery-batches calls only that in `flush`)."""
+
+    def __init__(self, pool: Any, apply_async: Any) -> None:
+        self._pool, self.apply_async = pool, apply_async
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
 settings = get_settings()
 app = create_app(settings)
 
@@ -99,7 +149,7 @@ def _shut_down(**_: Any) -> None:
 
 
 @app.task(
-    base=Batches,
+    base=FullBatches,
     name=TASK_NAME,
     flush_every=settings.batch_size,
     flush_interval=settings.batch_interval_s,
