@@ -15,7 +15,8 @@ from modq.detectors.base import DetectorError, Scores, score_isolated
 from modq.detectors.contacts import ContactsDetector, find_contacts
 from modq.detectors.hashing import hamming, pdq_hash
 from modq.detectors.mih import HashIndex
-from modq.detectors.nudity import NudityDetector
+from modq.detectors.nudity import INT8_MODEL, NudityDetector, int8_model_path
+from modq.errors import ConfigError
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 
@@ -195,3 +196,34 @@ def test_hash_index_finds_exactly_the_pairs_within_the_distance() -> None:
     index.add(queries[:2])
     _, ids2, _ = index.search(queries[:2], 31)
     assert {5000, 5001} <= set(ids2.tolist())
+
+
+def test_prepared_scores_match_score_and_keep_failures_per_photo(
+    nudity: NudityDetector, datasets_dir: Path
+) -> None:
+    images = _photos(datasets_dir, "fashion.shoes", 3)
+    direct = nudity.score(images)
+    items = [nudity.prepare(images[0]), RuntimeError("boom"), nudity.prepare(images[2])]
+    prepared = nudity.score_prepared(items)
+    assert prepared[0] == direct[0] and prepared[2] == direct[2]
+    assert isinstance(prepared[1], DetectorError) and "boom" in str(prepared[1])
+
+
+def test_int8_nudity_stays_close_to_fp32(nudity: NudityDetector, datasets_dir: Path) -> None:
+    int8 = NudityDetector(providers=["CPUExecutionProvider"], precision="int8")
+    images = _photos(datasets_dir, "fashion.shoes", 8) + _photos(datasets_dir, "food.fruit", 8)
+    for fp32, quantised in zip(nudity.score(images), int8.score(images), strict=True):
+        assert isinstance(fp32, dict) and isinstance(quantised, dict)
+        assert abs(fp32["nsfw"] - quantised["nsfw"]) < 0.2
+
+
+def test_a_tampered_int8_model_is_refused(tmp_path: Path) -> None:
+    copy = tmp_path / INT8_MODEL.name
+    data = bytearray(INT8_MODEL.read_bytes())
+    data[-1] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    Path(f"{copy}.json").write_text(Path(f"{INT8_MODEL}.json").read_text())
+    with pytest.raises(ConfigError, match="sha256"):
+        int8_model_path(copy)
+    with pytest.raises(ConfigError, match="missing"):
+        int8_model_path(tmp_path / "absent.onnx")

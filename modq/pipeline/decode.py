@@ -20,8 +20,11 @@ from modq.errors import PhotoDecodeError, PhotoTooLargeError
 Image.MAX_IMAGE_PIXELS = None
 
 
-def decode_image(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Image:
-    """Decode `data` to an RGB image whose shorter side is at least `spec.resize`."""
+def decode_image(
+    data: bytes, spec: PreprocessSpec, max_pixels: int, min_long: int = 0
+) -> Image.Image:
+    """Decode `data` to an RGB image whose shorter side is at least `spec.resize` and, with
+    `min_long`, whose longer side is at least that (PDQ hashes a 512-px box, issue 14)."""
     if not data:
         raise PhotoDecodeError("empty file")
     try:
@@ -41,7 +44,10 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Im
     try:
         if img.format == "JPEG":
             # draft() picks the largest DCT scaling that still leaves both sides >= requested.
-            img.draft("RGB", resized_shape(width, height, spec.resize))
+            shorter = spec.resize
+            if min_long:
+                shorter = max(shorter, -(-min_long * min(width, height) // max(width, height)))
+            img.draft("RGB", resized_shape(width, height, shorter))
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img.load()

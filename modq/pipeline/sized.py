@@ -3,8 +3,11 @@
 - A photo is decoded (JPEG draft mode) at the shorter side that the classifier and the
   detectors the policy enables *for its declared category* need: 224-256 px by default,
   736 px only where OCR (contacts) is switched on. Without a category every detector counts.
-- PDQ hashes come from a thumbnail into a fixed `PDQ_SIDE` box, so a photo's hash does not
-  depend on which detectors decided the decode size (docs/performance.md: distances).
+- PDQ hashes are computed on a thumbnail into the fixed `PDQ_SIDE` (512) box, as before,
+  and where the banks run the decode keeps the longer side at least that long: PDQ is
+  sensitive to its input size (6-15 bits between a 512 and a 256 box), so this keeps every
+  hash comparable with the ones already stored, whichever detectors set the decode size
+  (docs/performance.md, bench/bench_pdq_box.py).
 - Detectors that can (`prepare`) do their per-photo preprocessing on the loading threads,
   next to decoding, and their model runs on `Runtime.infer_pool` while the classifier runs
   on the calling thread: two ONNX sessions in parallel instead of one after the other.
@@ -33,9 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# PDQ looks at a 64x64 luminance downsample: a 256-px box keeps every hash bit stable and
-# costs a quarter of the 512-px one.
-PDQ_SIDE = 256
+# The box `pdq_hash` has always hashed in (stored bank and photo hashes were made so).
+PDQ_SIDE = 512
 
 
 @runtime_checkable
@@ -90,7 +92,8 @@ def load_photo(key: int, ref: str, rt: Runtime, category: str | None) -> Loaded:
         data = rt.read(ref)
         t1 = time.perf_counter()
         decode_spec = spec.model_copy(update={"resize": decode_side(rt, category)})
-        image = decode_image(data, decode_spec, rt.settings.max_image_pixels)
+        pdq_side = PDQ_SIDE if rt.banks is not None else 0
+        image = decode_image(data, decode_spec, rt.settings.max_image_pixels, pdq_side)
         array = preprocess(image, spec)
     except PhotoError as exc:
         return Loaded(key, ref, None, None, exc, (t1 - t0) * 1e3, 0.0)
