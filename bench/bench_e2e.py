@@ -67,20 +67,31 @@ def in_process(events: list[ListingEvent], settings: Settings) -> float:
 
 
 def end_to_end(
-    events: list[ListingEvent], settings: Settings, concurrency: int, log: Path, trickle: float
+    events: list[ListingEvent],
+    settings: Settings,
+    concurrency: int,
+    log: Path,
+    trickle: float,
+    workers: int = 1,
 ) -> tuple[float, Counter[int]]:
+    # N processes share the cores: each gets its share of ONNX threads, as deployed.
+    threads = settings.intra_op_threads or max(1, len(os.sched_getaffinity(0)) // (2 * workers))
     redis.Redis.from_url(settings.broker_url).flushdb()
     if not trickle:
         submit_many(events, settings=settings)
     engine = sa.create_engine(settings.database_url)
     query = sa.text("SELECT created_at, timings FROM verdicts ORDER BY created_at")
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modq", "worker", "-c", str(concurrency)],
-            env={**os.environ, **settings.to_env()},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "modq", "worker", "-c", str(concurrency)],
+                env={**os.environ, **settings.to_env(), "MODQ_INTRA_OP_THREADS": str(threads)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            for _ in range(workers)
+        ]
+    proc = procs[0]
     try:
         if trickle:  # start empty, then publish a steady stream above what the worker does
             while "ready." not in log.read_text(errors="replace"):
@@ -98,8 +109,10 @@ def end_to_end(
                 raise SystemExit(f"worker stopped or timed out:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
         engine.dispose()
     first, last = rows[0][0], rows[-1][0]
     first_batch = sum(1 for r in rows if r[0] == first)
@@ -116,6 +129,21 @@ def _groups(rows: Sequence[Any]) -> list[tuple[Any, list[Any]]]:
     for row in rows:
         out.setdefault(row[0], []).append(row)
     return list(out.items())
+
+
+def regroup(events: list[ListingEvent], k: int, listings: int) -> list[ListingEvent]:
+    """`listings` listings of exactly `k` photos each (photos reused in order as needed)."""
+    refs = [(ref, e.declared_category) for e in events for ref in e.images]
+    return [
+        events[0].model_copy(
+            update={
+                "listing_id": f"k{k}-{n:04d}",
+                "declared_category": refs[(n * k) % len(refs)][1],
+                "images": [refs[(n * k + j) % len(refs)][0] for j in range(k)],
+            }
+        )
+        for n in range(listings)
+    ]
 
 
 def main() -> None:
@@ -135,11 +163,17 @@ def main() -> None:
         help="instead of a pre-filled queue, publish this many listings/s while the worker runs",
     )
     parser.add_argument("--no-in-process", action="store_true", help="end to end only")
+    parser.add_argument("--workers", type=int, default=1, help="modq worker processes")
+    parser.add_argument(
+        "--photos-per-listing", type=int, default=0, help="regroup the photos K per listing"
+    )
     args = parser.parse_args()
     base = get_settings()
     photos = base.datasets_dir / "listings-v1"
     lines, _ = sample_events(photos, args.listings, "e2e", bad_inputs=False)
     events = [ListingEvent.model_validate(json.loads(line)) for line in lines]
+    if args.photos_per_listing:
+        events = regroup(events, args.photos_per_listing, args.listings)
     n_photos = sum(len(e.images) for e in events)
     print(f"{len(events)} listings, {n_photos} photos, detectors {','.join(base.detectors)}")
     for r in range(args.rounds):
@@ -154,7 +188,9 @@ def main() -> None:
         settings = settings.model_copy(update={"database_url": fresh_database("modq_bench_e2e")})
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(tmp) / "worker.log"
-            e2e, batches = end_to_end(events, settings, args.concurrency, log, args.trickle)
+            e2e, batches = end_to_end(
+                events, settings, args.concurrency, log, args.trickle, args.workers
+            )
         sizes = ", ".join(f"{size}×{count}" for size, count in sorted(batches.items()))
         print(
             f"round {r + 1}: in-process {local:.2f} listings/s, end to end {e2e:.2f} listings/s, "

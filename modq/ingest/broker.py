@@ -10,8 +10,9 @@ Settings chosen on purpose:
 - `FullBatches`: celery-batches' timer flushes whatever the buffer holds every
   `flush_interval`, even while the pool is busy; those part-batches queue behind the running
   one, and as each ack lets in only as many messages as it freed, the small sizes perpetuate
-  (2-14 listings under a steady stream, issue 14). The timer now waits while a flushed batch
-  is still queued, unstarted: the buffer keeps filling up to `flush_every` instead.
+  (2-16 listings under a steady stream, issue 14). Now a part-batch is flushed only when the
+  pool can start it at once (timer, or the moment a batch finishes); while the pool is busy
+  the buffer keeps filling up to `flush_every`, which flushes at once as before.
 - Redis visibility timeout (default 1 h) far above buffering + batch time (seconds), so a slow
   batch is never redelivered while it is still being processed.
 - `queue_order_strategy="priority"`: BRPOP lists `moderation.new` first, so a worker only
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
@@ -73,48 +75,49 @@ def create_app(settings: Settings) -> Celery:
 
 
 class FullBatches(Batches):  # type: ignore[misc]
-    """Batches whose timer never queues a part-batch behind one that has not started yet."""
+    """Batches that flush a part-batch only when the pool has room to start it at once.
+
+    A full buffer (`flush_every`) is flushed as soon as it is full, as before. The timer's
+    part-batches wait while the pool already holds `concurrency` batches; instead, the moment
+    a batch finishes, whatever the buffer holds goes. Where the pool's results cannot be
+    inspected (not the threads pool) this is plain `Batches`.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self._waiting = 0  # flushed batches the pool has not started
-        self._waiting_lock = threading.Lock()
+        self._in_flight: list[Any] = []  # pool results of flushed, unfinished batches
+        self._flush_lock = threading.RLock()
+
+    def _pool_full(self) -> bool:
+        self._in_flight = [r for r in self._in_flight if not _finished(r)]
+        return len(self._in_flight) >= max(1, int(getattr(self._pool, "limit", 1) or 1))
 
     def _do_flush(self) -> None:
-        # Called by the timer and on every flush_every-th message; a full buffer always goes.
-        if self._waiting and self._buffer.qsize() < self.flush_every:
-            return
-        super()._do_flush()
+        # Called by the timer and on every flush_every-th message.
+        with self._flush_lock:
+            if self._buffer.qsize() < self.flush_every and self._pool_full():
+                return
+            super()._do_flush()
 
     def flush(self, requests: Any) -> Any:
-        with self._waiting_lock:
-            self._waiting += 1
-        pool: Any = getattr(self, "_pool")  # noqa: B009 (set by celery-batches; untyped)
-        apply_async = pool.apply_async
+        result = super().flush(requests)
+        future = getattr(result, "f", None)
+        if isinstance(future, Future):
+            self._in_flight.append(result)
+            future.add_done_callback(self._after_batch)
+        return result
 
-        def counted(*args: Any, accept_callback: Any = None, **kwargs: Any) -> Any:
-            def accepted(*a: Any) -> Any:
-                with self._waiting_lock:
-                    self._waiting -= 1
-                return accept_callback(*a) if accept_callback else None
-
-            return apply_async(*args, accept_callback=accepted, **kwargs)
-
-        self._pool = _PoolProxy(pool, counted)
-        try:
-            return super().flush(requests)
-        finally:
-            self._pool = pool
+    def _after_batch(self, _: Future[Any]) -> None:
+        # On the pool thread that ran the batch: start the next one without waiting for
+        # the timer, unless the buffer is empty.
+        with self._flush_lock:
+            if self._buffer.qsize() and not self._pool_full():
+                super()._do_flush()
 
 
-class _PoolProxy:
-    """The pool with `apply_async` replaced (celery-batches calls only that in `flush`)."""
-
-    def __init__(self, pool: Any, apply_async: Any) -> None:
-        self._pool, self.apply_async = pool, apply_async
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pool, name)
+def _finished(result: Any) -> bool:
+    future = getattr(result, "f", None)
+    return not isinstance(future, Future) or future.done()
 
 
 settings = get_settings()
