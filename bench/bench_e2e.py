@@ -74,8 +74,12 @@ def end_to_end(
     trickle: float,
     workers: int = 1,
 ) -> tuple[float, Counter[int]]:
-    # N processes share the cores: each gets its share of ONNX threads, as deployed.
-    threads = settings.intra_op_threads or max(1, len(os.sched_getaffinity(0)) // (2 * workers))
+    # N processes share the cores: each gets its share of ONNX threads, as deployed (one
+    # process keeps the automatic choice, as in-process).
+    env = {**os.environ, **settings.to_env()}
+    if workers > 1 and not settings.intra_op_threads:
+        share = max(1, len(os.sched_getaffinity(0)) // workers)
+        env["MODQ_INTRA_OP_THREADS"] = str(share)
     redis.Redis.from_url(settings.broker_url).flushdb()
     if not trickle:
         submit_many(events, settings=settings)
@@ -85,7 +89,7 @@ def end_to_end(
         procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "modq", "worker", "-c", str(concurrency)],
-                env={**os.environ, **settings.to_env(), "MODQ_INTRA_OP_THREADS": str(threads)},
+                env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -9,8 +9,10 @@ that tree, on the same N listings built from listings-v1 val (`sample_events`, s
 the default settings (every default detector; a throw-away PostgreSQL database so the image
 banks and PDQ run). It calls `modq.pipeline.moderate.moderate` on batches of `batch_size`
 after one warm-up batch, and prints listings/s, the ratio, the per-stage time and whether
-the decisions are identical. Per-stage times are the summed wall time inside each stage's
-functions, per photo (stages overlap on threads, so they do not add up to the total).
+the decisions are identical, plus the process CPU time per listing (all threads: the work
+done, which a crowded machine inflates less than wall time). Per-stage times are the summed
+wall time inside each stage's functions, per photo (stages overlap on threads, so they do
+not add up to the total).
 
 Make the baseline with `git worktree add --detach /tmp/modq-base 649f326` (that commit needs
 `from modq.store import banks as bank_store` in modq/detectors/banks.py to build the banks).
@@ -108,11 +110,11 @@ def child(listings: int, out: Path) -> None:
         mod.moderate(events[:size], rt)  # warm-up
         stages.ms.clear()
         decisions: dict[str, Any] = {}
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for start in range(0, len(events), size):
             for v in mod.moderate(events[start : start + size], rt):
                 decisions[v.listing_id] = [v.decision, sorted(v.reasons)]
-        spent = time.perf_counter() - started
+        spent, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         rt.close()
     photos = sum(len(e.images) for e in events)
@@ -122,6 +124,7 @@ def child(listings: int, out: Path) -> None:
                 "listings": len(events),
                 "photos": photos,
                 "seconds": spent,
+                "cpu_seconds": cpu,
                 "stages_ms_per_photo": {k: v / photos for k, v in stages.ms.items()},
                 "decisions": decisions,
             }
@@ -177,7 +180,12 @@ def main() -> None:
             result = run_tree(tree, args.listings, {"MODQ_DATABASE_URL": url, **extra})
             runs[label].append(result)
             rate = result["listings"] / result["seconds"]
-            print(f"round {r + 1} {label:9s}: {rate:6.2f} listings/s", flush=True)
+            cpu_ms = 1e3 * result["cpu_seconds"] / result["listings"]
+            print(
+                f"round {r + 1} {label:9s}: {rate:6.2f} listings/s, "
+                f"{cpu_ms:6.1f} CPU ms per listing (all threads)",
+                flush=True,
+            )
     best = {label: max(x["listings"] / x["seconds"] for x in rs) for label, rs in runs.items()}
     first = runs["this tree"][0]
     print(f"\n{first['listings']} listings, {first['photos']} photos; best of {args.rounds}:")

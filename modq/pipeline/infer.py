@@ -66,8 +66,7 @@ def no_spinning(opts: ort.SessionOptions) -> None:
 
 
 def session_threads(setting: int, sessions: int) -> int:
-    """`intra_op_threads`, or when 0 (auto) this process's cores shared by the ONNX sessions
-    that run at the same time (the classifier and the nudity model, pipeline/sized.py)."""
+    """`intra_op_threads`, or when 0 (auto) this process's cores divided by `sessions`."""
     if setting > 0:
         return setting
     return max(1, len(os.sched_getaffinity(0)) // max(1, sessions))

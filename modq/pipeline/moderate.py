@@ -58,10 +58,14 @@ class Runtime:
     ) -> Runtime:
         """`read` replaces the fetcher's policy-checked reader (modq classify reads the
         files its user named)."""
-        # issue 14: the classifier and the nudity model run concurrently and share the cores.
-        threads = session_threads(settings.intra_op_threads, 1 + ("nudity" in settings.detectors))
+        # issue 14: the detectors' models run beside the classifier (pipeline/sized.py); the
+        # classifier, the longest, may use every core, each detector half of them.
+        threads = session_threads(settings.intra_op_threads, 2)
         classifier = Classifier.from_path(
-            settings.model_path, settings.model_copy(update={"intra_op_threads": threads})
+            settings.model_path,
+            settings.model_copy(
+                update={"intra_op_threads": session_threads(settings.intra_op_threads, 1)}
+            ),
         )
         engine = store.make_engine(settings.database_url) if with_store else None
         closers: list[Callable[[], None]] = []
