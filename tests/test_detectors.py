@@ -15,8 +15,8 @@ from modq.detectors.base import Scores, score_isolated
 from modq.detectors.contacts import ContactsDetector, find_contacts
 from modq.detectors.hashing import hamming, pdq_hash
 from modq.detectors.mih import HashIndex
-from modq.detectors.nudity import NudityDetector
-from modq.errors import DetectorError
+from modq.detectors.nudity import INT8_MODEL, NudityDetector, int8_model_path
+from modq.errors import ConfigError, DetectorError
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 
@@ -214,3 +214,34 @@ def test_single_probe_search_is_exact_to_15_and_never_wrong() -> None:
     assert len(found) == len(qs)  # each pair once
     assert {(i, i) for i in range(320) if i % 32 <= 15} <= found
     assert len(found & {(i, i) for i in range(320)}) >= 0.8 * 320
+
+
+def test_prepared_scores_match_score_and_keep_failures_per_photo(
+    nudity: NudityDetector, datasets_dir: Path
+) -> None:
+    images = _photos(datasets_dir, "fashion.shoes", 3)
+    direct = nudity.score(images)
+    items = [nudity.prepare(images[0]), RuntimeError("boom"), nudity.prepare(images[2])]
+    prepared = nudity.score_prepared(items)
+    assert prepared[0] == direct[0] and prepared[2] == direct[2]
+    assert isinstance(prepared[1], DetectorError) and "boom" in str(prepared[1])
+
+
+def test_int8_nudity_stays_close_to_fp32(nudity: NudityDetector, datasets_dir: Path) -> None:
+    int8 = NudityDetector(providers=["CPUExecutionProvider"], precision="int8")
+    images = _photos(datasets_dir, "fashion.shoes", 8) + _photos(datasets_dir, "food.fruit", 8)
+    for fp32, quantised in zip(nudity.score(images), int8.score(images), strict=True):
+        assert isinstance(fp32, dict) and isinstance(quantised, dict)
+        assert abs(fp32["nsfw"] - quantised["nsfw"]) < 0.2
+
+
+def test_a_tampered_int8_model_is_refused(tmp_path: Path) -> None:
+    copy = tmp_path / INT8_MODEL.name
+    data = bytearray(INT8_MODEL.read_bytes())
+    data[-1] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    Path(f"{copy}.json").write_text(Path(f"{INT8_MODEL}.json").read_text())
+    with pytest.raises(ConfigError, match="sha256"):
+        int8_model_path(copy)
+    with pytest.raises(ConfigError, match="missing"):
+        int8_model_path(tmp_path / "absent.onnx")

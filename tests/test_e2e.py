@@ -98,6 +98,8 @@ def test_classify_gives_a_probability_for_every_label(
             "classify",
             "--top-k",
             str(len(labels)),
+            "--detectors",
+            "nudity",
             *map(str, photos),
         ],
         env=settings_env(settings),
@@ -117,3 +119,20 @@ def test_classify_gives_a_probability_for_every_label(
         assert {k.split(".")[0] for k in row["detectors"]} >= {"prohibited", "nudity"}
         hits += row["top"][0][0] == label
     assert hits >= len(labels) - 2  # one clear photo per category: nearly all right
+    assert out.stderr.count("photo") >= 1  # the progress bar
+
+
+def test_classify_runs_only_the_category_model_by_default(
+    settings: Settings, datasets_dir: Path
+) -> None:
+    photo = next(iter(sorted((datasets_dir / "listings-v1" / "val").glob("*/*.jpg"))))
+    out = subprocess.run(
+        [sys.executable, "-m", "modq", "classify", "--no-progress", str(photo)],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (row,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert {k.split(".")[0] for k in row["detectors"]} == {"prohibited"}
+    assert out.stderr == ""

@@ -7,11 +7,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from sqlalchemy.engine import Engine
 
+from modq.detectors.hashing import hamming
 from modq.domain.events import ListingEvent
 from modq.pipeline.moderate import handle_messages, moderate
 from modq.pipeline.runtime import Runtime
+from modq.pipeline.sized import decode_side, load_photo
 from modq.settings import Settings
 from modq.store.database import make_engine
 from modq.store.queries import list_rejected, query_verdicts
@@ -115,3 +118,25 @@ def test_bad_events_are_recorded_not_dropped(
     assert {r["payload"] for r in stored} >= {"{not json"}
     assert {r["listing_id"] for r in stored} >= {"m1", "u1", "t1"}
     assert query_verdicts(engine, listing="pipe-ok")[0]["decision"] == "approve"
+
+
+def test_each_photo_is_decoded_at_what_its_category_needs(
+    runtime: Runtime, tmp_path: Path, datasets_dir: Path
+) -> None:
+    # The default policy switches OCR (736 px) off everywhere; open_nsfw needs 256 px.
+    assert {d.name for d in runtime.detectors} == {"nudity", "contacts"}
+    assert decode_side(runtime, "fashion.shoes") == 256
+    assert decode_side(runtime, None) == 736  # no category (modq classify): every detector
+    source = sorted((datasets_dir / "listings-v1" / "val" / "food.fruit").glob("*.jpg"))[0]
+    with Image.open(source) as img:
+        big = img.convert("RGB").resize((img.width * 7, img.height * 7))
+    path = Path(runtime.settings.image_roots[0]) / "big.jpg"
+    big.save(path, "JPEG", quality=25)  # under the fixture's 200 kB cap
+    sized = load_photo(0, str(path), runtime, "food.fruit")
+    full = load_photo(0, str(path), runtime, None)
+    assert sized.image is not None and full.image is not None
+    assert min(full.image.size) >= 736 > min(sized.image.size) >= 256
+    assert "nudity" in sized.prepared
+    # PDQ does not depend on the decode size the detectors chose.
+    assert sized.pdq is not None and full.pdq is not None
+    assert hamming(sized.pdq.bytes, full.pdq.bytes) <= 6

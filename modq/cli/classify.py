@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
 from modq.cli.photos import expand
 from modq.settings import get_settings
@@ -15,9 +17,22 @@ from modq.settings import get_settings
 @click.command()
 @click.argument("photos", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--top-k", type=int, default=3, show_default=True)
-def classify(photos: Sequence[Path], top_k: int) -> None:
-    """Classify photo files or folders; one JSON line per photo. No broker or database."""
+@click.option(
+    "--detectors",
+    default="",
+    help="Comma-separated image detectors to run too (nudity, contacts); by default only the "
+    "category model and the heads in its graph (prohibited items) run.",
+)
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+def classify(photos: Sequence[Path], top_k: int, detectors: str, progress: bool) -> None:
+    """Classify photo files or folders; one JSON line per photo, streamed in input order as
+    results arrive. No broker or database."""
     from modq.pipeline.classify import classify_files
 
-    for row in classify_files(list(expand(photos)), get_settings(), top_k=top_k):
-        click.echo(json.dumps(row))
+    paths = list(expand(photos))
+    names = [d.strip() for d in detectors.split(",") if d.strip()]
+    with tqdm(total=len(paths), unit="photo", disable=not progress, file=sys.stderr) as bar:
+        for row in classify_files(paths, get_settings(), top_k=top_k, detectors=names):
+            click.echo(json.dumps(row))
+            sys.stdout.flush()
+            bar.update()

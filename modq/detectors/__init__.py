@@ -8,7 +8,7 @@ and recent photos (see docs/banned-content.md).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from modq.detectors.base import Detector
 from modq.errors import ConfigError
@@ -16,7 +16,12 @@ from modq.errors import ConfigError
 KNOWN = ("nudity", "contacts")
 
 
-def build_detectors(names: Sequence[str], providers: Sequence[Any], threads: int) -> list[Detector]:
+def build_detectors(
+    names: Sequence[str],
+    providers: Sequence[Any],
+    threads: int,
+    nudity_precision: Literal["int8", "fp32"] = "int8",
+) -> list[Detector]:
     """The image detectors named in the `detectors` setting, on the classifier's providers."""
     unknown = sorted(set(names) - {*KNOWN, "banks", "prohibited"})
     if unknown:
@@ -28,7 +33,7 @@ def build_detectors(names: Sequence[str], providers: Sequence[Any], threads: int
     if "nudity" in names:
         from modq.detectors.nudity import NudityDetector
 
-        out.append(NudityDetector(provider_names, threads))
+        out.append(NudityDetector(provider_names, threads, precision=nudity_precision))
     if "contacts" in names:
         from modq.detectors.contacts import ContactsDetector
 

@@ -18,6 +18,7 @@ from modq.errors import DetectorError
 Scores = dict[str, float]
 Result = Scores | Exception
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 @runtime_checkable
@@ -41,8 +42,8 @@ def as_detector_error(name: str, exc: Exception) -> DetectorError:
 
 def score_isolated(
     name: str,
-    images: Sequence[Image.Image],
-    prepare: Callable[[Image.Image], T],
+    images: Sequence[S],
+    prepare: Callable[[S], T],
     run: Callable[[list[T]], list[Scores]],
 ) -> list[Result]:
     """Prepare each photo on its own, run the prepared ones as one batch.

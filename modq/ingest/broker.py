@@ -10,6 +10,8 @@ Settings chosen on purpose:
   dies mid-batch leaves its messages to be redelivered (the upsert makes that harmless).
 - prefetch = 2 × batch_size: one batch runs while the next fills. celery-batches needs the
   window to exceed `flush_every` or it would only ever flush on the timer.
+- Batches stay full under load: the worker's task uses `modq.tasks.full_batches.FullBatches`,
+  which flushes a part-batch only when the pool can start it.
 - Redis visibility timeout (`visibility_timeout_s`, default 60 s) sized to the batch deadline
   (`batch_deadline_s`): a message a dead worker held comes back within about a minute, and one
   a live worker holds (buffered, then its batch, at most two deadlines) is never redelivered.

@@ -1,5 +1,7 @@
 """`modq classify`: the worker's batched load-and-infer path over local files, no broker or
-database. Photos are processed in chunks so decoding overlaps inference, as in the worker."""
+database. Only the category model (and the heads inside its graph) runs unless detectors are
+asked for. Photos go through in windows of CHUNK so decoding overlaps inference, and each
+result is yielded as soon as it and every photo before it are done (input order, streamed)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from modq.errors import PhotoFetchError, PhotoTooLargeError
-from modq.pipeline.photos import infer_photos
+from modq.pipeline.photos import PhotoOutcome, infer_photos
 from modq.pipeline.runtime import Runtime
 from modq.settings import Settings
 
@@ -16,9 +18,15 @@ CHUNK = 256
 
 
 def classify_files(
-    paths: Sequence[Path], settings: Settings, top_k: int = 3
+    paths: Sequence[Path],
+    settings: Settings,
+    top_k: int = 3,
+    detectors: Sequence[str] = (),
 ) -> Iterator[dict[str, Any]]:
-    """One dict per photo, in input order: `photo`, `top` and detector scores, or `error`."""
+    """One dict per photo, in input order: `photo`, `top` and detector scores, or `error`.
+
+    `detectors` are image detectors to run as well (nudity, contacts); none by default.
+    """
 
     def read(ref: str) -> bytes:
         path = Path(ref)
@@ -32,22 +40,29 @@ def classify_files(
         except OSError as exc:
             raise PhotoFetchError(f"cannot read {path}: {exc.strerror}") from exc
 
-    rt = Runtime.build(settings, read=read)
+    only = settings.model_copy(update={"detectors": [d for d in detectors if d != "banks"]})
+    rt = Runtime.build(only, read=read)
     labels = rt.classifier.contract.labels
     try:
         for start in range(0, len(paths), CHUNK):
             chunk = [str(p) for p in paths[start : start + CHUNK]]
-            rows: dict[int, dict[str, Any]] = {}
+            done: dict[int, dict[str, Any]] = {}
+            next_pos = 0
             for pos, out in infer_photos(chunk, rt):
-                row: dict[str, Any] = {"photo": chunk[pos]}
-                if out.probs is None:
-                    row["error"] = f"{getattr(out.error, 'code', 'image_unreadable')}: {out.error}"
-                else:
-                    order = out.probs.argsort()[::-1][:top_k]
-                    row["top"] = [[labels[k], round(float(out.probs[k]), 6)] for k in order]
-                    row["detectors"] = out.detectors
-                rows[pos] = row
-            for pos in range(len(chunk)):
-                yield rows[pos]
+                done[pos] = _row(chunk[pos], out, labels, top_k)
+                while next_pos in done:
+                    yield done.pop(next_pos)
+                    next_pos += 1
     finally:
         rt.close()
+
+
+def _row(photo: str, out: PhotoOutcome, labels: Sequence[str], top_k: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"photo": photo}
+    if out.probs is None:
+        row["error"] = f"{getattr(out.error, 'code', 'image_unreadable')}: {out.error}"
+    else:
+        order = out.probs.argsort()[::-1][:top_k]
+        row["top"] = [[labels[k], round(float(out.probs[k]), 6)] for k in order]
+        row["detectors"] = out.detectors
+    return row

@@ -1,5 +1,5 @@
-"""Photos of a batch: load (fetch + decode + preprocess + PDQ) on the thread pool, and run
-the model and the image detectors on chunks as soon as they are ready.
+"""Photos of a batch: load (fetch + decode + preprocess + PDQ, `modq.pipeline.sized`) on the
+thread pool, and run the model and the image detectors on chunks as soon as they are ready.
 
 Photo loading runs on a thread pool (Pillow and httpx release the GIL) and inference starts
 on the first ready chunk while the rest still decode. A photo that cannot be read becomes a
@@ -14,15 +14,11 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 
-import numpy as np
-from PIL import Image
-
 from modq.detectors.hashing import PhotoHash
-from modq.domain.preprocess import preprocess
 from modq.errors import PhotoError, PhotoFetchError
-from modq.pipeline.decode import decode_image, hash_photo
 from modq.pipeline.infer import FloatArray
 from modq.pipeline.runtime import Runtime
+from modq.pipeline.sized import Loaded, load_photo, score_chunk
 
 log = logging.getLogger(__name__)
 
@@ -41,46 +37,8 @@ class PhotoOutcome:
     evidence: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class _Loaded:
-    key: int
-    ref: str
-    array: FloatArray | None
-    image: Image.Image | None
-    error: PhotoError | None
-    fetch_ms: float
-    decode_ms: float
-    pdq: PhotoHash | None = None
-
-
-def _load(key: int, ref: str, rt: Runtime) -> _Loaded:
-    spec = rt.classifier.contract.preprocess
-    t0 = t1 = time.perf_counter()
-    try:
-        data = rt.read(ref)
-        t1 = time.perf_counter()
-        decode_spec = spec.model_copy(update={"resize": rt.min_side})
-        image = decode_image(data, decode_spec, rt.settings.max_image_pixels)
-        array = preprocess(image, spec)
-    except PhotoError as exc:
-        # A failed fetch still took time (a timeout, retries): record it, not 0.
-        now = time.perf_counter()
-        fetch_end = t1 if t1 > t0 else now
-        return _Loaded(key, ref, None, None, exc, (fetch_end - t0) * 1e3, (now - fetch_end) * 1e3)
-    t2 = time.perf_counter()
-    pdq = None
-    if rt.banks is not None:
-        # --- PDQ (issue 13): hashed from its own fixed-size decode of `data`, not from `image`,
-        # so the hash does not depend on the detector set or the model's decode size. ---
-        try:
-            pdq = hash_photo(data, rt.settings.max_image_pixels)
-        except Exception:  # a hash failure only skips the bank check for this photo
-            log.warning("PDQ hash failed for %s", ref, exc_info=True)
-    return _Loaded(key, ref, array, image, None, (t1 - t0) * 1e3, (t2 - t1) * 1e3, pdq)
-
-
-def _loaded_by(futures: list[Future[_Loaded]], refs: Sequence[str], deadline: float | None,
-               ) -> Iterator[_Loaded]:  # fmt: skip
+def _loaded_by(futures: list[Future[Loaded]], refs: Sequence[str], deadline: float | None,
+               ) -> Iterator[Loaded]:  # fmt: skip
     """Loaded photos in completion order; those not loaded by `deadline` (time.monotonic())
     become per-photo errors, and the loads not started yet are cancelled."""
     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -95,7 +53,7 @@ def _loaded_by(futures: list[Future[_Loaded]], refs: Sequence[str], deadline: fl
             if key not in done:
                 fut.cancel()
                 error = PhotoFetchError("batch deadline passed before this photo was read")
-                yield _Loaded(key, refs[key], None, None, error, 0.0, 0.0)
+                yield Loaded(key, refs[key], None, None, error, 0.0, 0.0)
 
 
 def infer_photos(
@@ -111,10 +69,11 @@ def infer_photos(
     time.monotonic() value) become per-photo errors. Yields (position in `refs`, outcome) in
     completion order.
     """
-    futures: list[Future[_Loaded]] = [
-        rt.pool.submit(_load, i, ref, rt) for i, ref in enumerate(refs)
+    futures: list[Future[Loaded]] = [
+        rt.pool.submit(load_photo, i, ref, rt, categories[i] if categories else None)
+        for i, ref in enumerate(refs)
     ]
-    ready: list[_Loaded] = []
+    ready: list[Loaded] = []
     for loaded in _loaded_by(futures, refs, deadline):
         if loaded.error is not None:
             yield (
@@ -131,10 +90,10 @@ def infer_photos(
 
 
 def _run_chunk(
-    chunk: list[_Loaded], rt: Runtime, categories: Sequence[str] | None = None
+    chunk: list[Loaded], rt: Runtime, categories: Sequence[str] | None = None
 ) -> Iterator[tuple[int, PhotoOutcome]]:
-    batch = np.stack([item.array for item in chunk if item.array is not None])
-    prediction = rt.classifier.predict(batch)
+    # The classifier and the detectors' models run concurrently (pipeline/sized.py).
+    prediction, detector_rows = score_chunk(chunk, rt, categories)
     scores: list[dict[str, float]] = [{} for _ in chunk]
     for name, head in prediction.heads.items():
         labels = rt.classifier.contract.detectors[name].labels
@@ -143,16 +102,8 @@ def _run_chunk(
                 {f"{name}.{lbl}": round(float(s), 6) for lbl, s in zip(labels, row, strict=True)}
             )
     errors: list[PhotoError | None] = [None] * len(chunk)
-    rules = rt.policy.detector_rules
-    for detector in rt.detectors:
-        picked = [
-            i
-            for i, item in enumerate(chunk)
-            if item.image is not None
-            and (categories is None or rules.enabled(detector.name, categories[item.key]))
-        ]
-        images = [img for i in picked if (img := chunk[i].image) is not None]
-        for i, result in zip(picked, detector.score(images), strict=True):
+    for rows in detector_rows:
+        for detector, i, result in rows:
             if isinstance(result, Exception):
                 err = result if isinstance(result, PhotoError) else None
                 errors[i] = errors[i] or err or PhotoError(f"{detector.name}: {result}")

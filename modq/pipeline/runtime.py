@@ -15,7 +15,7 @@ from modq.detectors import build_detectors
 from modq.detectors.banks import BankConfig, BankMatcher
 from modq.detectors.base import Detector
 from modq.pipeline.fetch import PhotoFetcher
-from modq.pipeline.infer import Classifier, choose_providers
+from modq.pipeline.infer import Classifier, choose_providers, session_threads
 from modq.policy.policy import Policy
 from modq.settings import Settings
 from modq.store.interface import Stores, VerdictStore
@@ -36,6 +36,8 @@ class Runtime:
     verdict_store: VerdictStore | None = None
     detectors: Sequence[Detector] = ()
     banks: BankMatcher | None = None  # PDQ image banks + duplicate photos; needs a store
+    # Runs the image detectors' models while the classifier runs (pipeline/sized.py).
+    infer_pool: ThreadPoolExecutor | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
@@ -51,7 +53,15 @@ class Runtime:
         and photo hashes go; without them nothing is stored and image banks are off. `read`
         replaces the fetcher's policy-checked reader (modq classify reads the files its user
         named); `detectors` overrides the `detectors` setting."""
-        classifier = Classifier.from_path(settings.model_path, settings)
+        # The detectors' models run beside the classifier (pipeline/sized.py): the classifier,
+        # the longest, may use every core, each detector half of them.
+        threads = session_threads(settings.intra_op_threads, 2)
+        classifier = Classifier.from_path(
+            settings.model_path,
+            settings.model_copy(
+                update={"intra_op_threads": session_threads(settings.intra_op_threads, 1)}
+            ),
+        )
         names = settings.detectors if detectors is None else detectors
         closers: list[Callable[[], None]] = []
         if read is None:
@@ -77,20 +87,16 @@ class Runtime:
             read=read,
             pool=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="modq-load"),
             verdict_store=stores.verdicts if stores is not None else None,
-            detectors=build_detectors(names, providers, settings.intra_op_threads),
+            detectors=build_detectors(names, providers, threads, settings.nudity_precision),
             banks=banks,
         )
         rt._closers += [*closers, rt.pool.shutdown]
+        if rt.detectors:
+            rt.infer_pool = ThreadPoolExecutor(len(rt.detectors), thread_name_prefix="modq-infer")
+            rt._closers.append(rt.infer_pool.shutdown)
         if stores is not None:
             rt._closers.append(stores.close)
         return rt
-
-    @property
-    def min_side(self) -> int:
-        """Shorter side the decoder must keep: the model input or what a detector needs."""
-        return max(
-            [self.classifier.contract.preprocess.resize, *(d.min_side for d in self.detectors)]
-        )
 
     def close(self) -> None:
         for close in self._closers:

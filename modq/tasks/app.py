@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 from celery import signals
-from celery_batches import Batches
 
 from modq.domain.envelope import summary
 from modq.ingest.broker import TASK_NAME, create_app, declare_queues, drop_stale_bindings
@@ -22,6 +21,7 @@ from modq.pipeline.runtime import Runtime
 from modq.settings import get_settings
 from modq.store.stores import open_stores
 from modq.tasks.batch import run_batch
+from modq.tasks.full_batches import FullBatches
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -56,7 +56,7 @@ def _shut_down(**_: Any) -> None:
 
 
 @app.task(
-    base=Batches,
+    base=FullBatches,
     name=TASK_NAME,
     flush_every=settings.batch_size,
     flush_interval=settings.batch_interval_s,

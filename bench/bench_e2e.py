@@ -1,0 +1,207 @@
+"""End to end (Redis → `modq worker` → PostgreSQL) against in-process, same listings.
+
+    .venv/bin/python bench/bench_e2e.py [--listings 400] [--rounds 1] [--concurrency 1]
+        [--redis-url redis://127.0.0.1:6379/14]
+
+The same N listings built from listings-v1 val photos (`sample_events`, seed 7), default
+settings and detectors, a throw-away PostgreSQL database:
+- in-process: one `Runtime` (with the store, so the image banks and PDQ run as in the worker),
+  `modq.pipeline.moderate.moderate` on batches of `batch_size` after a warm-up batch;
+- end to end: the queue is filled first (on the given Redis database, flushed), then one real
+  `modq worker` process starts; the time runs from the first to the last verdict committed in
+  PostgreSQL (verdicts of one batch share their transaction's timestamp, so the first batch's
+  listings are not counted: rate = (N - first batch) / (last - first)). `--trickle R` starts
+  the worker on an empty queue and publishes R listings/s instead (a stream, as in production).
+Prints both rates, the ratio, and the sizes of the batches the worker formed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+
+from modq.cli.demo import sample_events
+from modq.domain.events import ListingEvent
+from modq.ingest.publish import submit_many
+from modq.pipeline.moderate import Runtime, moderate
+from modq.settings import Settings, get_settings
+from modq.store.database import migrate
+
+ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+def fresh_database(name: str) -> str:
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    migrate(url)
+    return url
+
+
+def in_process(events: list[ListingEvent], settings: Settings) -> float:
+    rt = Runtime.build(settings)
+    try:
+        size = settings.batch_size
+        moderate(events[:size], rt)  # warm-up (these listings are moderated again below)
+        started = time.perf_counter()
+        for start in range(0, len(events), size):
+            moderate(events[start : start + size], rt)
+        return len(events) / (time.perf_counter() - started)
+    finally:
+        rt.close()
+
+
+def end_to_end(
+    events: list[ListingEvent],
+    settings: Settings,
+    concurrency: int,
+    log: Path,
+    trickle: float,
+    workers: int = 1,
+) -> tuple[float, Counter[int]]:
+    # N processes share the cores: each gets its share of ONNX threads, as deployed (one
+    # process keeps the automatic choice, as in-process).
+    env = {**os.environ, **settings.to_env()}
+    if workers > 1 and not settings.intra_op_threads:
+        share = max(1, len(os.sched_getaffinity(0)) // workers)
+        env["MODQ_INTRA_OP_THREADS"] = str(share)
+    redis.Redis.from_url(settings.broker_url).flushdb()
+    if not trickle:
+        submit_many(events, settings=settings)
+    engine = sa.create_engine(settings.database_url)
+    query = sa.text("SELECT created_at, timings FROM verdicts ORDER BY created_at")
+    with log.open("wb") as out:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "modq", "worker", "-c", str(concurrency)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            for _ in range(workers)
+        ]
+    proc = procs[0]
+    try:
+        if trickle:  # start empty, then publish a steady stream above what the worker does
+            while "ready." not in log.read_text(errors="replace"):
+                time.sleep(0.2)
+            for start in range(0, len(events), 4):
+                submit_many(events[start : start + 4], settings=settings)
+                time.sleep(4 / trickle)
+        deadline = time.monotonic() + 60 + 2 * len(events)
+        while True:
+            with engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if len(rows) >= len(events):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"worker stopped or timed out:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
+        engine.dispose()
+    first, last = rows[0][0], rows[-1][0]
+    first_batch = sum(1 for r in rows if r[0] == first)
+    batches: Counter[int] = Counter()
+    for created, group in _groups(rows):
+        batches[len(group)] += 1
+        del created
+    rate = (len(rows) - first_batch) / (last - first).total_seconds()
+    return rate, batches
+
+
+def _groups(rows: Sequence[Any]) -> list[tuple[Any, list[Any]]]:
+    out: dict[Any, list[Any]] = {}
+    for row in rows:
+        out.setdefault(row[0], []).append(row)
+    return list(out.items())
+
+
+def regroup(events: list[ListingEvent], k: int, listings: int) -> list[ListingEvent]:
+    """`listings` listings of exactly `k` photos each (photos reused in order as needed)."""
+    refs = [(ref, e.declared_category) for e in events for ref in e.images]
+    return [
+        events[0].model_copy(
+            update={
+                "listing_id": f"k{k}-{n:04d}",
+                "declared_category": refs[(n * k) % len(refs)][1],
+                "images": [refs[(n * k + j) % len(refs)][0] for j in range(k)],
+            }
+        )
+        for n in range(listings)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listings", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=1, help="modq worker -c")
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("MODQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/14"),
+        help="a Redis database this bench may flush",
+    )
+    parser.add_argument(
+        "--trickle",
+        type=float,
+        default=0.0,
+        help="instead of a pre-filled queue, publish this many listings/s while the worker runs",
+    )
+    parser.add_argument("--no-in-process", action="store_true", help="end to end only")
+    parser.add_argument("--workers", type=int, default=1, help="modq worker processes")
+    parser.add_argument(
+        "--photos-per-listing", type=int, default=0, help="regroup the photos K per listing"
+    )
+    args = parser.parse_args()
+    base = get_settings()
+    photos = base.datasets_dir / "listings-v1"
+    lines, _ = sample_events(photos, args.listings, "e2e", bad_inputs=False)
+    events = [ListingEvent.model_validate(json.loads(line)) for line in lines]
+    if args.photos_per_listing:
+        events = regroup(events, args.photos_per_listing, args.listings)
+    n_photos = sum(len(e.images) for e in events)
+    print(f"{len(events)} listings, {n_photos} photos, detectors {','.join(base.detectors)}")
+    for r in range(args.rounds):
+        settings = base.model_copy(
+            update={
+                "image_roots": [str(base.datasets_dir)],
+                "broker_url": args.redis_url,
+                "database_url": fresh_database("modq_bench_e2e"),
+            }
+        )
+        local = float("nan") if args.no_in_process else in_process(events, settings)
+        settings = settings.model_copy(update={"database_url": fresh_database("modq_bench_e2e")})
+        with tempfile.TemporaryDirectory() as tmp:
+            log = Path(tmp) / "worker.log"
+            e2e, batches = end_to_end(
+                events, settings, args.concurrency, log, args.trickle, args.workers
+            )
+        sizes = ", ".join(f"{size}×{count}" for size, count in sorted(batches.items()))
+        print(
+            f"round {r + 1}: in-process {local:.2f} listings/s, end to end {e2e:.2f} listings/s, "
+            f"ratio {e2e / local:.2f}; worker batches (listings × count): {sizes}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
