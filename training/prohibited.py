@@ -530,8 +530,8 @@ def evaluate(
             result["recall"][label][kind] = {
                 name: f"{sum(hits)}/{len(hits)}" for name, hits in sorted(buckets.items())
             }
-    for name, s in (("listings-v1 val", s_ben), ("prohibited-v1 val benign", s_pro)):
-        if name.startswith("prohibited"):
+    for name, s in ((f"{benign.name} val", s_ben), (f"{data.name} val benign", s_pro)):
+        if name.endswith("benign"):
             s = s[np.array(pro.labels) == BENIGN]
         rev = np.array([thresholds[lb]["review"] for lb in head.labels])
         rej = np.array([thresholds[lb]["reject"] for lb in head.labels])
