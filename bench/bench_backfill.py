@@ -46,7 +46,7 @@ from bench_store import fresh_database  # noqa: E402  (same folder: run as a scr
 from modq.domain.events import ListingEvent  # noqa: E402
 from modq.ingest.publish import queue_size, submit_many  # noqa: E402
 from modq.settings import Settings, get_settings  # noqa: E402
-from modq.store.verdicts import make_engine, migrate  # noqa: E402
+from modq.store.database import make_engine, migrate  # noqa: E402
 
 # --- shared -----------------------------------------------------------------------------------
 

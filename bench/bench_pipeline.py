@@ -8,7 +8,7 @@ Prints, on this machine:
   warm-up, and the same for `--compare MODEL` (e.g. runs/listings-v1/model.onnx, the export
   `make model` writes before it adds the prohibited head, to measure what the head costs),
   both in the same run;
-- the whole pipeline (`modq.pipeline.moderate.moderate`: fetch, draft-mode decode on the thread pool,
+- the whole pipeline (`modq.pipeline.moderate.moderate`: fetch, draft-mode decode on the pool,
   one ONNX call per chunk, detectors, policy) on listings built from listings-v1 val, as
   listings/s and photos/s.
 """
@@ -25,7 +25,8 @@ import numpy as np
 from modq.cli.demo import sample_events
 from modq.domain.events import ListingEvent
 from modq.pipeline.infer import Classifier
-from modq.pipeline.moderate import Runtime, moderate
+from modq.pipeline.moderate import moderate
+from modq.pipeline.runtime import Runtime
 from modq.settings import get_settings
 
 
@@ -76,7 +77,6 @@ def main() -> None:
         settings.model_copy(
             update={"image_roots": [str(settings.datasets_dir)], "detectors": detectors}
         ),
-        with_store=False,
     )
     try:
         moderate(events[: args.batch], rt)  # warm-up

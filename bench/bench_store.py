@@ -27,7 +27,9 @@ from tqdm import tqdm
 from modq.domain.events import ListingEvent
 from modq.domain.verdicts import PhotoResult, Verdict
 from modq.settings import get_settings
-from modq.store.verdicts import count_verdicts, make_engine, migrate, query_verdicts, save_batch
+from modq.store.database import make_engine, migrate
+from modq.store.queries import count_verdicts, query_verdicts
+from modq.store.verdicts import save_batch
 
 CATEGORIES = [
     "fashion.tshirt", "fashion.longsleeve", "fashion.shirt", "fashion.pants", "fashion.shorts",

@@ -1,7 +1,28 @@
-"""Exception tree: what to retry and what to record as a permanent failure.
+"""The one exception tree: what to retry, what to record as a permanent failure, and what
+belongs to a single photo.
 
-Third-party exceptions are translated at the module boundary (`raise ... from exc`) so the
-pipeline only ever reasons about these classes.
+    ModqError
+    ├── RetryableError            the same work may succeed later
+    │   ├── StoreUnavailable       PostgreSQL unreachable, transaction failed transiently
+    │   ├── BrokerUnavailable      Redis (the broker) unreachable
+    │   └── PhotoFetchRetryable    timeouts, connection errors, HTTP 5xx   (also a PhotoError)
+    ├── PermanentError            retrying cannot help: record the reason and move on
+    │   ├── ConfigError            settings, model or policy file missing or inconsistent
+    │   │   └── ModelContractError the ONNX file's metadata is missing or contradictory
+    │   ├── InferenceError         ONNX Runtime failed on a batch
+    │   ├── EventError             a malformed listing event
+    │   ├── NotFoundError          a named thing (bank, job, listing) does not exist
+    │   ├── UsageError             a request that cannot be answered as asked
+    │   ├── BackfillError          a backfill job cannot run as asked
+    │   ├── ReviewError            a moderator's action cannot be applied (lease lost, bad input)
+    │   └── TrainingError          modq-train cannot go on (missing data, bad export)
+    └── PhotoError                one photo is unusable; `code` is the machine-readable reason
+        ├── PhotoFetchError        ├── PhotoFetchRetryable, PhotoForbiddenError
+        ├── PhotoTooLargeError     ├── PhotoDecodeError, PhotoBlankError
+        └── DetectorError
+
+Third-party exceptions (SQLAlchemy, kombu, ONNX Runtime, httpx, Pillow) are translated where
+modq calls them, with `raise ... from exc`, so the rest of the code reasons only about these.
 """
 
 from __future__ import annotations
@@ -27,12 +48,40 @@ class ModelContractError(ConfigError):
     """The ONNX file lacks, or contradicts, the metadata the worker relies on."""
 
 
+class InferenceError(PermanentError):
+    """ONNX Runtime failed to run the model on a batch."""
+
+
 class EventError(PermanentError):
     """A listing event is malformed or names something modq does not know."""
 
 
+class NotFoundError(PermanentError):
+    """A named thing (an image bank, a backfill job, a listing) does not exist."""
+
+
+class UsageError(PermanentError):
+    """A request that cannot be answered as asked (an unknown decision, an empty comparison)."""
+
+
 class BackfillError(PermanentError):
     """A backfill job cannot run as asked: already running, or started with another selection."""
+
+
+class ReviewError(PermanentError):
+    """A moderator's action cannot be applied: the lease expired or was taken, bad input."""
+
+
+class TrainingError(PermanentError):
+    """`modq-train` cannot go on: missing data, an export that fails its parity check."""
+
+
+class StoreUnavailable(RetryableError):
+    """PostgreSQL could not be reached or the transaction failed for a transient reason."""
+
+
+class BrokerUnavailable(RetryableError):
+    """The broker (Redis) could not be reached to publish or to count a queue."""
 
 
 class PhotoError(ModqError):
@@ -61,5 +110,13 @@ class PhotoDecodeError(PhotoError, PermanentError):
     """Bytes that are not a decodable image: truncated, empty, another format."""
 
 
-class StoreUnavailable(RetryableError):
-    """PostgreSQL could not be reached or the transaction failed for a transient reason."""
+class PhotoBlankError(PhotoError, PermanentError):
+    """A photo that shows nothing: (almost) uniformly black or white."""
+
+    code = "image_blank"
+
+
+class DetectorError(PhotoError):
+    """A detector could not score one photo; the listing is still moderated."""
+
+    code = "detector_error"

@@ -31,12 +31,16 @@ class Settings(BaseSettings):
 
     # Photo sources. Local paths must sit under one of `image_roots`; URLs must name a host in
     # `allowed_hosts` ("*" = any public host). Loopback, private and link-local addresses are
-    # refused unless the host is also listed in `private_hosts` (for on-premise image stores).
+    # refused unless the host is also listed in `private_hosts` (for on-premise image stores):
+    # `host` trusts ports 80 and 443 only, `host:port` that port, `host:*` every port.
     image_roots: CommaList = Field(default_factory=list)
     allowed_hosts: CommaList = Field(default_factory=list)
     private_hosts: CommaList = Field(default_factory=list)
-    fetch_timeout_s: float = 5.0
+    # Total time for one HTTP attempt: connect, TLS, response headers, redirects and body.
+    fetch_timeout_s: float = Field(5.0, gt=0)
     fetch_retries: int = 2
+    # Total time for one photo's HTTP fetch, every attempt and backoff included.
+    fetch_deadline_s: float = Field(10.0, gt=0)
     max_image_bytes: int = 20 * 1024 * 1024
     # Pixels checked from the header before any decode: stops decompression bombs.
     max_image_pixels: int = 50_000_000
@@ -73,11 +77,35 @@ class Settings(BaseSettings):
     backfill_high_water: int = Field(10_000, ge=1)
     log_level: str = "INFO"
 
+    # Moderator review console (`modq console`, docs/console.md). The secret signs session
+    # cookies; empty: a random one kept in `data_dir/console-secret` (created on first use).
+    console_host: str = "127.0.0.1"
+    console_port: int = 8080
+    console_secret: str = ""
+    # Cookies only over HTTPS (set behind a TLS-terminating proxy).
+    console_secure_cookies: bool = False
+    console_session_hours: float = 12.0
+    # A claimed job returns to its queue when its lease runs out.
+    review_lease_s: float = Field(600.0, gt=0)
+    # Lock-out: this many wrong passwords in a row lock the account for `login_lockout_s`.
+    login_max_failures: int = Field(5, ge=1)
+    login_lockout_s: float = 900.0
+
     @field_validator("image_roots", "allowed_hosts", "private_hosts", "detectors", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg2_by_default(cls, value: str) -> str:
+        """`postgresql://` and `postgres://` (what every PostgreSQL provider hands out) mean
+        the psycopg2 driver modq installs; SQLAlchemy 2.1 would pick psycopg 3 instead."""
+        scheme, sep, rest = value.partition("://")
+        if sep and scheme.lower() in ("postgresql", "postgres"):
+            return f"postgresql+psycopg2://{rest}"
         return value
 
     def to_env(self) -> dict[str, str]:

@@ -59,7 +59,7 @@ def datasets_dir() -> Path:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh database with every migration applied, dropped after the session."""
-    from modq.store.verdicts import migrate
+    from modq.store.database import migrate
 
     url = create_database()
     migrate(url)

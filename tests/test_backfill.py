@@ -27,16 +27,19 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from modq.backfill.run import job_status
+from modq.domain.envelope import make_body
 from modq.domain.events import ListingEvent
 from modq.domain.verdicts import PhotoResult, Verdict
 from modq.ingest.broker import TASK_NAME, create_app
-from modq.ingest.publish import message_body, publish_bodies, queue_size
+from modq.ingest.publish import publish_bodies, queue_size
 from modq.policy.policy import Policy
 from modq.settings import Settings
-from modq.store import verdicts as store
+from modq.store.checkpoints import job_status
+from modq.store.database import make_engine, migrate
 from modq.store.history import Side, diff_verdicts
+from modq.store.queries import list_rejected, query_verdicts
 from modq.store.schema import listings, verdicts
+from modq.store.verdicts import save_batch
 from tests.conftest import create_database, drop_database
 from tests.photokit import colour_jpeg
 from tests.workerkit import running_worker, settings_env
@@ -58,7 +61,7 @@ def photo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def settings(make_settings: Callable[..., Settings], photo_root: Path) -> Iterator[Settings]:
     """A database and queues of this test's own: a backfill walks the whole listings table."""
     url = create_database("modq_test_backfill")
-    store.migrate(url)
+    migrate(url)
     suffix = uuid.uuid4().hex[:8]
     yield make_settings(
         database_url=url,
@@ -74,7 +77,7 @@ def settings(make_settings: Callable[..., Settings], photo_root: Path) -> Iterat
 
 @pytest.fixture
 def engine(settings: Settings) -> Iterator[Engine]:
-    eng = store.make_engine(settings.database_url)
+    eng = make_engine(settings.database_url)
     yield eng
     eng.dispose()
 
@@ -138,7 +141,7 @@ def seed(
     """`n` stored listings; with a verdict (decision review) by `model` unless None."""
     events = [event_for(f"{prefix}-{i:04d}", photo_root, i) for i in range(n)]
     made = [verdict_for(e, model, policy) for e in events] if model else []
-    store.save_batch(engine, events, made)
+    save_batch(engine, events, made)
     return events
 
 
@@ -202,15 +205,15 @@ def test_stale_selects_exactly_the_listings_with_older_versions(
     policy_version: str,
 ) -> None:
     e = {name: event_for(name, photo_root, i) for i, name in enumerate("abcdef")}
-    store.save_batch(engine, [e["a"]], [verdict_for(e["a"], OLD_MODEL, policy_version)])
-    store.save_batch(engine, [e["b"]], [verdict_for(e["b"], DEPLOYED_MODEL, "older-policy")])
-    store.save_batch(engine, [e["c"]], [verdict_for(e["c"], DEPLOYED_MODEL, policy_version)])
-    store.save_batch(engine, [e["d"]], [])  # a listing that never got a verdict
+    save_batch(engine, [e["a"]], [verdict_for(e["a"], OLD_MODEL, policy_version)])
+    save_batch(engine, [e["b"]], [verdict_for(e["b"], DEPLOYED_MODEL, "older-policy")])
+    save_batch(engine, [e["c"]], [verdict_for(e["c"], DEPLOYED_MODEL, policy_version)])
+    save_batch(engine, [e["d"]], [])  # a listing that never got a verdict
     edited = e["e"].model_copy(update={"listing_version": 2})  # verdict for version 1 only
-    store.save_batch(engine, [edited], [verdict_for(e["e"], DEPLOYED_MODEL, policy_version)])
+    save_batch(engine, [edited], [verdict_for(e["e"], DEPLOYED_MODEL, policy_version)])
     # Re-moderated already: its newest verdict (current) is by the deployed versions.
-    store.save_batch(engine, [e["f"]], [verdict_for(e["f"], OLD_MODEL, policy_version)])
-    store.save_batch(engine, [e["f"]], [verdict_for(e["f"], DEPLOYED_MODEL, policy_version)])
+    save_batch(engine, [e["f"]], [verdict_for(e["f"], OLD_MODEL, policy_version)])
+    save_batch(engine, [e["f"]], [verdict_for(e["f"], DEPLOYED_MODEL, policy_version)])
 
     dry = run_backfill_cli(settings, "--stale", "--dry-run", "--no-progress")
     assert "would queue 4, skip 0, already current 0" in dry.stdout, dry.stdout
@@ -328,7 +331,7 @@ def test_killed_backfill_resumes_with_no_gaps_and_history_is_kept(
         )
     # Every listing: the old verdict kept for audit, the new one current; nothing twice.
     for listing_id in ids:
-        rows = store.query_verdicts(engine, listing=listing_id, limit=0, current_only=False)
+        rows = query_verdicts(engine, listing=listing_id, limit=0, current_only=False)
         assert sorted((r["model_version"], r["current"]) for r in rows) == [
             (OLD_MODEL, False),
             (DEPLOYED_MODEL, True),
@@ -390,7 +393,7 @@ def test_export_files_queue_unseen_listings_and_report_bad_lines(
     tmp_path: Path,
 ) -> None:
     known = event_for("known", photo_root, 0)
-    store.save_batch(engine, [known], [verdict_for(known, DEPLOYED_MODEL, policy_version)])
+    save_batch(engine, [known], [verdict_for(known, DEPLOYED_MODEL, policy_version)])
     fresh = [event_for(f"fresh-{i}", photo_root, i) for i in range(3)]
     jsonl = tmp_path / "export.jsonl"
     jsonl.write_text(
@@ -411,7 +414,7 @@ def test_export_files_queue_unseen_listings_and_report_bad_lines(
     assert "export.jsonl line 2: not JSON" in out.stderr, out.stderr
     assert "export.jsonl line 5: unknown category 'pets.dog'" in out.stderr, out.stderr
     assert sorted(queued_ids(broker, settings.queue_backfill)) == ["fresh-0", "fresh-2"]
-    reasons = sorted(r["reason"] for r in store.list_rejected(engine, limit=0))
+    reasons = sorted(r["reason"] for r in list_rejected(engine, limit=0))
     assert reasons[0].startswith("backfill export.jsonl line 2: not JSON")
     assert reasons[1] == "backfill export.jsonl line 5: unknown category 'pets.dog'"
 
@@ -435,12 +438,12 @@ def test_a_worker_takes_new_listings_before_backfill_work(
     fresh = [event_for(f"new-{i:02d}", photo_root, i) for i in range(24)]
     # Both queues hold work before the worker starts; backfill work was queued first.
     publish_bodies(
-        [message_body(e, "backfill") for e in backlog], settings, queue=settings.queue_backfill
+        [make_body(e, "backfill") for e in backlog], settings, queue=settings.queue_backfill
     )
-    publish_bodies([message_body(e, "new") for e in fresh], settings, queue=settings.queue_new)
+    publish_bodies([make_body(e, "new") for e in fresh], settings, queue=settings.queue_new)
     with running_worker(settings, tmp_path / "worker.log", "--queues", "all") as worker:
         worker.wait_for(lambda: len(current_models(engine)) == 48, 120, "48 verdicts")
-    rows = store.query_verdicts(engine, limit=0)
+    rows = query_verdicts(engine, limit=0)
     ids = {
         source: [r["id"] for r in rows if r["source"] == source] for source in ("new", "backfill")
     }
@@ -452,15 +455,15 @@ def test_diff_by_policy_version(settings: Settings, engine: Engine, photo_root: 
     events = [event_for(f"p-{i}", photo_root, i) for i in range(6)]
     old = ["approve", "approve", "review", "reject", "approve", "review"]
     new = ["approve", "review", "approve", "reject", "reject", "review"]
-    store.save_batch(
+    save_batch(
         engine, events, [verdict_for(e, "m", "p1", d) for e, d in zip(events, old, strict=True)]
     )
-    store.save_batch(
+    save_batch(
         engine, events, [verdict_for(e, "m", "p2", d) for e, d in zip(events, new, strict=True)]
     )
     # A listing edited after p1: its version-2 verdict has no p1 counterpart and is ignored.
     edited = events[0].model_copy(update={"listing_version": 2})
-    store.save_batch(engine, [edited], [verdict_for(edited, "m", "p2", "reject")])
+    save_batch(engine, [edited], [verdict_for(edited, "m", "p2", "reject")])
     rows = diff_verdicts(engine, Side(policy_version="p1"), Side(policy_version="p2"))
     expected = Counter(
         (e.declared_category, a, b) for e, a, b in zip(events, old, new, strict=True)
@@ -481,7 +484,7 @@ def test_queue_size_counts_kombu_priority_lists(settings: Settings, broker: redi
         for priority in (None, 5, 9):
             app.send_task(
                 TASK_NAME,
-                kwargs=message_body(event, "backfill"),
+                kwargs=make_body(event, "backfill"),
                 queue=settings.queue_backfill,
                 priority=priority,
                 producer=producer,

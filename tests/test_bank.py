@@ -15,9 +15,11 @@ from modq.cli.bank import add_photos, remove_photos
 from modq.cli.main import main
 from modq.domain.events import ListingEvent
 from modq.domain.verdicts import PhotoResult, Verdict
-from modq.pipeline.moderate import Runtime, handle_messages
+from modq.pipeline.moderate import handle_messages
+from modq.pipeline.runtime import Runtime
 from modq.policy.detector_rules import DetectorRules
 from modq.settings import Settings, get_settings
+from modq.store.stores import open_stores
 
 
 def _val_photos(datasets_dir: Path, category: str, n: int) -> list[Path]:
@@ -38,7 +40,7 @@ def settings(
 
 @pytest.fixture
 def runtime(settings: Settings) -> Iterator[Runtime]:
-    rt = Runtime.build(settings)
+    rt = Runtime.build(settings, stores=open_stores(settings.database_url))
     yield rt
     rt.close()
 
@@ -111,7 +113,7 @@ def test_bank_cli_add_list_remove(
         one = runner.invoke(main, ["bank", "remove", bank, photos[0]])
         assert f"bank {bank}: 1 hashes removed" in one.output
         assert f"{bank}\t2 hashes" in runner.invoke(main, ["bank", "list"]).output
-        gone = runner.invoke(main, ["bank", "remove", bank])
+        gone = runner.invoke(main, ["bank", "remove", bank, "--yes"])
         assert gone.exit_code == 0 and "bank deleted" in gone.output
         assert bank not in runner.invoke(main, ["bank", "list"]).output
     finally:

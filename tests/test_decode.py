@@ -128,6 +128,12 @@ def _rgba_photo() -> Image.Image:
     return img
 
 
+def _bilevel_photo() -> Image.Image:
+    img = Image.new("1", (40, 40), 1)
+    img.paste(0, (20, 0, 40, 40))  # right half black: an all-white photo would be blank
+    return img
+
+
 @pytest.mark.parametrize(
     ("name", "data", "left", "right"),
     [
@@ -152,7 +158,7 @@ def _rgba_photo() -> Image.Image:
         ),
         ("L", encode(Image.new("L", (40, 40), 90), "PNG"), (90, 90, 90), (90, 90, 90)),
         ("L-jpeg", encode(Image.new("L", (40, 40), 90), "JPEG"), (90, 90, 90), (90, 90, 90)),
-        ("1", encode(Image.new("1", (40, 40), 1), "PNG"), (255, 255, 255), (255, 255, 255)),
+        ("1", encode(_bilevel_photo(), "PNG"), (255, 255, 255), (0, 0, 0)),
         (
             "CMYK-jpeg",
             encode(Image.new("CMYK", (40, 40), (0, 255, 255, 0)), "JPEG", quality=95),

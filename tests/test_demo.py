@@ -35,4 +35,6 @@ def test_demo_runs_on_the_embedded_fallback_and_writes_only_its_data_dir(
     assert "rejected: unknown category 'pets.dog'" in out.stdout
     assert "image_unreadable: photo 0: no such file" in out.stdout
     assert "summary:" in out.stdout
+    # It ends with the review console's address and a demo moderator login.
+    assert "review console: run" in out.stdout and "demo / demo-password" in out.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

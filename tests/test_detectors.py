@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from modq.detectors.base import DetectorError, Scores, score_isolated
+from modq.detectors.base import Scores, score_isolated
 from modq.detectors.contacts import ContactsDetector, find_contacts
 from modq.detectors.hashing import hamming, pdq_hash
 from modq.detectors.mih import HashIndex
 from modq.detectors.nudity import NudityDetector
+from modq.errors import DetectorError
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 
@@ -195,3 +196,21 @@ def test_hash_index_finds_exactly_the_pairs_within_the_distance() -> None:
     index.add(queries[:2])
     _, ids2, _ = index.search(queries[:2], 31)
     assert {5000, 5001} <= set(ids2.tolist())
+
+
+def test_single_probe_search_is_exact_to_15_and_never_wrong() -> None:
+    """radius=0 (used for the dihedral variants) finds every pair within 15 bits, reports only
+    true pairs with their true distance, and still finds most pairs up to 31."""
+    rng = np.random.default_rng(11)
+    bank = rng.integers(0, 256, (5000, 32), dtype=np.uint8)
+    bits = np.unpackbits(bank[:320], axis=1)
+    for i, row in enumerate(bits):
+        row[rng.choice(256, i % 32, replace=False)] ^= 1  # distances 0..31, ten each
+    queries = np.packbits(bits, axis=1)
+    qs, ids, ds = HashIndex(bank).search(queries, 31, radius=0)
+    brute = np.bitwise_count(queries[:, None, :] ^ bank[None, :, :]).sum(axis=2)
+    found = set(zip(qs.tolist(), ids.tolist(), strict=True))
+    assert all(brute[q, j] == d <= 31 for q, j, d in zip(qs, ids, ds, strict=True))
+    assert len(found) == len(qs)  # each pair once
+    assert {(i, i) for i in range(320) if i % 32 <= 15} <= found
+    assert len(found & {(i, i) for i in range(320)}) >= 0.8 * 320

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from modq.cli.demo import sample_events
+from modq.domain.contract import read_contract
 from modq.ingest.submit_file import submit_lines
-from modq.pipeline.infer import read_contract
 from modq.settings import Settings
-from modq.store import verdicts as store
+from modq.store.database import make_engine
+from modq.store.queries import query_verdicts
 from tests.workerkit import WorkerProcess, running_worker, settings_env
 
 LISTINGS = 200
@@ -52,11 +53,11 @@ def test_200_real_listings_make_200_verdicts_and_mismatches_are_flagged(
     )
     report = submit_lines(lines, settings)
     assert (report.queued, report.rejected) == (LISTINGS, [])
-    engine = store.make_engine(settings.database_url)
+    engine = make_engine(settings.database_url)
     prefix = f"demo-e2e-{run}-"
 
     def all_verdicts() -> list[dict[str, Any]] | None:
-        rows = store.query_verdicts(engine, limit=0, current_only=False)
+        rows = query_verdicts(engine, limit=0, current_only=False)
         mine = [r for r in rows if r["listing_id"].startswith(prefix)]
         return mine if len(mine) >= LISTINGS else None
 
@@ -93,7 +94,7 @@ def test_classify_gives_a_probability_for_every_label(
         [
             sys.executable,
             "-m",
-            "worker",
+            "modq",
             "classify",
             "--top-k",
             str(len(labels)),

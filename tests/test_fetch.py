@@ -43,7 +43,7 @@ def fetch_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "image_roots": [],
         "allowed_hosts": ["127.0.0.1"],
-        "private_hosts": ["127.0.0.1"],
+        "private_hosts": ["127.0.0.1:*"],
         "fetch_timeout_s": 3.0,
         "fetch_retries": 2,
         "max_image_bytes": CAP,

@@ -7,11 +7,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from modq.domain.events import ListingEvent
-from modq.pipeline.moderate import Runtime, handle_messages, moderate
+from modq.pipeline.moderate import handle_messages, moderate
+from modq.pipeline.runtime import Runtime
 from modq.settings import Settings
-from modq.store import verdicts as store
+from modq.store.database import make_engine
+from modq.store.queries import list_rejected, query_verdicts
+from modq.store.stores import open_stores
 from tests.photokit import bad_photos, colour_jpeg
 
 MAX_BYTES = 200_000
@@ -25,8 +29,16 @@ def photo_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def engine(pg_url: str) -> Iterator[Engine]:
+    eng = make_engine(pg_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
 def runtime(make_settings: Callable[..., Settings], photo_root: Path) -> Iterator[Runtime]:
-    rt = Runtime.build(make_settings(image_roots=[str(photo_root)], max_image_bytes=MAX_BYTES))
+    settings = make_settings(image_roots=[str(photo_root)], max_image_bytes=MAX_BYTES)
+    rt = Runtime.build(settings, stores=open_stores(settings.database_url))
     yield rt
     rt.close()
 
@@ -81,7 +93,9 @@ def test_every_bad_photo_becomes_a_reason_and_the_batch_goes_through(
     assert verdicts[-1].decision == "approve"
 
 
-def test_bad_events_are_recorded_not_dropped(runtime: Runtime, photo_root: Path) -> None:
+def test_bad_events_are_recorded_not_dropped(
+    runtime: Runtime, photo_root: Path, engine: Engine
+) -> None:
     good = photo(photo_root, "ok.jpg", "fashion.hat")
     bodies = [
         {"event": "{not json", "source": "new"},
@@ -97,7 +111,7 @@ def test_bad_events_are_recorded_not_dropped(runtime: Runtime, photo_root: Path)
     assert "declared_category: Field required" in reasons[1]
     assert reasons[2] == "unknown category 'pets.dog'"
     assert reasons[3] == "too many images: 11 (at most 10)"
-    stored = store.list_rejected(runtime.engine, limit=0)
+    stored = list_rejected(engine, limit=0)
     assert {r["payload"] for r in stored} >= {"{not json"}
     assert {r["listing_id"] for r in stored} >= {"m1", "u1", "t1"}
-    assert store.query_verdicts(runtime.engine, listing="pipe-ok")[0]["decision"] == "approve"
+    assert query_verdicts(engine, listing="pipe-ok")[0]["decision"] == "approve"

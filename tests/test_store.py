@@ -16,18 +16,18 @@ from sqlalchemy.engine import Engine
 
 from modq.domain.events import ListingEvent
 from modq.domain.verdicts import PhotoResult, RejectedEvent, Verdict
-from modq.errors import StoreUnavailable
-from modq.store import verdicts as store
-from modq.store.verdicts import (
-    count_verdicts,
-    list_rejected,
-    make_engine,
-    migrate,
-    query_verdicts,
-    record_rejected,
-    save_batch,
-)
+from modq.errors import StoreUnavailable, UsageError
+from modq.store import verdicts as verdicts_module
+from modq.store.database import make_engine, migrate
+from modq.store.queries import count_verdicts, list_rejected, query_verdicts
+from modq.store.verdicts import record_rejected, save_batch
 from tests.conftest import create_database, drop_database
+
+# Every table that references listings goes too (the review console's, migration 0005).
+TRUNCATE = (
+    "TRUNCATE listings, verdicts, rejected_events, review_jobs, reviews, listing_decisions "
+    "RESTART IDENTITY"
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     eng = make_engine(url)
     if request.param == "postgresql":
         with eng.begin() as conn:
-            conn.execute(sa.text("TRUNCATE listings, verdicts, rejected_events RESTART IDENTITY"))
+            conn.execute(sa.text(TRUNCATE))
     yield eng
     eng.dispose()
 
@@ -246,14 +246,14 @@ def test_query_filters(engine: Engine) -> None:
     newest_first = [v["created_at"] for v in query_verdicts(engine, limit=0)]
     assert newest_first == sorted(newest_first, reverse=True)
     assert query_verdicts(engine, decision="reject", category="fashion.shoes") == []
-    with pytest.raises(ValueError, match="unknown decision 'aprove'"):
+    with pytest.raises(UsageError, match="unknown decision 'aprove'"):
         query_verdicts(engine, decision="aprove")
 
 
 def test_large_batches_are_split_into_several_statements(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "_CHUNK", 3)
+    monkeypatch.setattr(verdicts_module, "_CHUNK", 3)
     batch = [verdict(f"C{i:02d}", version=1 + i % 2) for i in range(10)]
     ids = save(engine, *batch)
     assert len(set(ids)) == 10 and count_verdicts(engine) == 10
@@ -280,7 +280,7 @@ def test_unreachable_database_raises_store_unavailable() -> None:
 def test_concurrent_writers_neither_deadlock_nor_lose_the_newest(pg_store_url: str) -> None:
     engine = make_engine(pg_store_url)
     with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE listings, verdicts, rejected_events RESTART IDENTITY"))
+        conn.execute(sa.text(TRUNCATE))
     errors: list[BaseException] = []
 
     def writer(seed: int) -> None:

@@ -12,12 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
+from modq.domain.envelope import make_body
 from modq.domain.events import ListingEvent
-from modq.ingest.publish import message_body, publish_bodies, submit_many
+from modq.ingest.publish import publish_bodies, submit_many
 from modq.settings import Settings
-from modq.store import verdicts as store
-from tests.conftest import create_database, database_url, drop_database
+from modq.store.database import make_engine, migrate
+from modq.store.queries import count_verdicts, list_rejected, query_verdicts
+from tests.conftest import PG_ADMIN_URL, create_database, database_url, drop_database
 from tests.httpkit import PhotoServer, photo_server
 from tests.photokit import bad_photos, colour_jpeg
 from tests.workerkit import WorkerProcess, running_worker
@@ -42,8 +46,8 @@ def settings(make_settings: Callable[..., Settings], photo_root: Path) -> Settin
     return make_settings(
         image_roots=[str(photo_root)],
         allowed_hosts=["127.0.0.1"],
-        private_hosts=["127.0.0.1"],
-        fetch_timeout_s=0.5,
+        private_hosts=["127.0.0.1:*"],
+        fetch_timeout_s=1.5,  # generous: a loaded CI machine answers slowly too
         fetch_retries=1,
         max_image_bytes=MAX_BYTES,
         batch_interval_s=0.2,
@@ -60,15 +64,13 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 def engine(settings: Settings) -> Any:
-    engine = store.make_engine(settings.database_url)
+    engine = make_engine(settings.database_url)
     yield engine
     engine.dispose()
 
 
 def verdicts_for(engine: Any, ids: list[str]) -> dict[str, dict[str, Any]] | None:
-    found = {
-        r["listing_id"]: r for r in store.query_verdicts(engine, limit=0) if r["listing_id"] in ids
-    }
+    found = {r["listing_id"]: r for r in query_verdicts(engine, limit=0) if r["listing_id"] in ids}
     return found if len(found) == len(ids) else None
 
 
@@ -125,13 +127,13 @@ def test_redelivered_message_makes_one_verdict_row(
     event = ListingEvent(listing_id=f"dup-{uuid.uuid4().hex[:6]}", declared_category="fashion.hat",
                          images=[str(path)])  # fmt: skip
     sentinel = event.model_copy(update={"listing_id": event.listing_id + "-sentinel"})
-    body = message_body(event, "new")
+    body = make_body(event, "new")
     publish_bodies([body, body, body], settings, queue=settings.queue_new)
-    publish_bodies([message_body(sentinel, "new")], settings, queue=settings.queue_new)
+    publish_bodies([make_body(sentinel, "new")], settings, queue=settings.queue_new)
     worker.wait_for(lambda: verdicts_for(engine, [sentinel.listing_id]), 30, "the sentinel verdict")
-    history = store.query_verdicts(engine, listing=event.listing_id, limit=0, current_only=False)
+    history = query_verdicts(engine, listing=event.listing_id, limit=0, current_only=False)
     assert len(history) == 1
-    assert store.count_verdicts(engine, listing=event.listing_id) == 1
+    assert count_verdicts(engine, listing=event.listing_id) == 1
 
 
 def test_bad_events_reaching_the_worker_are_recorded(
@@ -160,7 +162,7 @@ def test_bad_events_reaching_the_worker_are_recorded(
     publish_bodies(bodies, settings, queue=settings.queue_new)
 
     def rejected() -> list[dict[str, Any]] | None:
-        rows = [r for r in store.list_rejected(engine, limit=0) if run in r["payload"]]
+        rows = [r for r in list_rejected(engine, limit=0) if run in r["payload"]]
         return rows if len(rows) == len(bodies) else None
 
     rows = worker.wait_for(rejected, 30, "rejected events")
@@ -192,10 +194,13 @@ def test_database_down_is_retried_until_it_comes_back(
     with running_worker(settings, tmp_path / "worker.log") as proc:
         submit_many([event], settings=settings)
         proc.wait_for(lambda: "retrying in" in proc.log(), 30, "a retry to be scheduled")
-        create_database(url=url)
+        # The database appears with its schema in one step (built under another name, then
+        # renamed), so the retry never meets a database without its tables.
+        staging = create_database("modq_test_staging")
+        migrate(staging)
+        _rename_database(staging, url)
         try:
-            store.migrate(url)
-            engine = store.make_engine(url)
+            engine = make_engine(url)
             rows = proc.wait_for(
                 lambda: verdicts_for(engine, ["retry-1"]), 60, "the retried verdict"
             )
@@ -203,3 +208,13 @@ def test_database_down_is_retried_until_it_comes_back(
             engine.dispose()
         finally:
             drop_database(url)
+
+
+def _rename_database(old_url: str, new_url: str) -> None:
+    old, new = make_url(old_url).database, make_url(new_url).database
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{old}" RENAME TO "{new}"'))
+    finally:
+        admin.dispose()

@@ -5,11 +5,12 @@ the worker's own preprocessing, plus training augmentations), `backbones` (pretr
 networks split into a frozen trunk and a fine-tuned tail), `train` (two-phase training on
 cached trunk features), `evaluate` (metrics, confusion matrix, mismatch operating curve),
 `export` (ONNX with the model contract, parity check, int8) and `cli` (the `modq-train`
-command). Torch lives only here: `worker/` never imports it.
+command). Torch lives only here: `modq/` never imports it.
 """
 
 from __future__ import annotations
 
+# modq-train's refusals are part of modq's one exception tree (modq/errors.py).
+from modq.errors import TrainingError
 
-class TrainingError(Exception):
-    """A refusal with a message meant for the person running modq-train."""
+__all__ = ["TrainingError"]

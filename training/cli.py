@@ -64,6 +64,13 @@ def _prepare_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--workers", default=2, show_default=True, help="Processes decoding photos."
             ),
+            click.option(
+                "--extra",
+                type=click.Path(exists=True, file_okay=False, path_type=Path),
+                multiple=True,
+                help="A `modq reviews export` folder whose train/<category>/ photos (human "
+                "labels) join the train split; repeatable.",
+            ),
         ]
     ):
         fn = option(fn)
@@ -224,13 +231,23 @@ def main() -> None:
 @_prepare_options
 @_refusals
 def prepare_cmd(
-    out: Path, data: Path, near_distance: int, exclude_leaked: bool, workers: int
+    out: Path,
+    data: Path,
+    near_distance: int,
+    exclude_leaked: bool,
+    workers: int,
+    extra: tuple[Path, ...],
 ) -> None:
     """Check every photo (decodes, RGB, exact/near duplicates, leakage) and write the manifest."""
     from training.run import run_prepare
 
     run_prepare(
-        data, out, near_distance=near_distance, exclude_leaked=exclude_leaked, workers=workers
+        data,
+        out,
+        near_distance=near_distance,
+        exclude_leaked=exclude_leaked,
+        workers=workers,
+        extra=extra,
     )
 
 
@@ -309,6 +326,7 @@ def all_cmd(
     near_distance: int,
     exclude_leaked: bool,
     workers: int,
+    extra: tuple[Path, ...],
     share: float,
     target_precision: float,
     policy: Path | None,
@@ -324,7 +342,12 @@ def all_cmd(
 
     started = time.perf_counter()
     run_prepare(
-        data, out, near_distance=near_distance, exclude_leaked=exclude_leaked, workers=workers
+        data,
+        out,
+        near_distance=near_distance,
+        exclude_leaked=exclude_leaked,
+        workers=workers,
+        extra=extra,
     )
     run_train(out, _config(kw))
     run_evaluate(out, share=share, target_precision=target_precision, policy=None)

@@ -14,7 +14,7 @@ import io
 import json
 import multiprocessing
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from modq.errors import PhotoError
 from modq.pipeline.decode import decode_image
 from modq.settings import Settings
 from training import TrainingError
+from training.extra import extra_photos
 
 SPLITS = ("train", "val")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
@@ -210,8 +211,10 @@ def prepare(
     exclude_leaked: bool = False,
     workers: int = 2,
     settings: Settings | None = None,
+    extra: Sequence[Path] = (),
 ) -> Manifest:
-    """Check every photo under `root`, write `out_dir/manifest.json` and return it."""
+    """Check every photo under `root` (and the train photos of the `extra` human-label
+    exports, see training/extra.py), write `out_dir/manifest.json` and return it."""
     settings = settings or Settings()
     root = root.resolve()
     found = scan(root)
@@ -219,6 +222,8 @@ def prepare(
     jobs = [
         (path, split, label) for split in SPLITS for label in labels for path in found[split][label]
     ]
+    extra_jobs, extra_excluded = extra_photos(extra, labels)
+    jobs += extra_jobs
     results: dict[Path, dict[str, Any] | str] = {}
     args = [(p, settings.max_image_pixels) for p, _, _ in jobs]
     with contextlib.ExitStack() as stack:
@@ -234,10 +239,11 @@ def prepare(
             results[path] = result
 
     items: list[Item] = []
-    excluded: list[dict[str, str]] = []
+    excluded: list[dict[str, str]] = list(extra_excluded)
     for path, split, label in jobs:
         res = results[path]
-        rel = str(path.relative_to(root))
+        # Extra photos live outside the dataset: kept absolute (root / absolute = absolute).
+        rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
         if isinstance(res, str):
             excluded.append({"path": rel, "reason": f"unreadable: {res}"})
         else:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from modq.domain.preprocess import PreprocessSpec
+from modq.domain.taxonomy import macros
 from training.data import Item, Manifest
 from training.export import Exportable, module_session
 from training.features import SMALL
@@ -76,7 +77,7 @@ def classification_metrics(
     pred = probs.argmax(1)
     k = min(5, len(labels))
     top5 = (np.argsort(-probs, axis=1)[:, :k] == y[:, None]).any(1)
-    macro = np.array([label.split(".", 1)[0] for label in labels])
+    macro = np.array(macros(labels))
     p, r, f, s = precision_recall_fscore_support(
         y, pred, labels=range(len(labels)), zero_division=0
     )

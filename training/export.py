@@ -26,6 +26,7 @@ from torch import nn
 
 from modq.domain.contract import ModelContract
 from modq.domain.preprocess import PreprocessSpec
+from modq.domain.taxonomy import macros
 from training import TrainingError
 from training.backbones import Net
 from training.transforms import eval_array
@@ -217,7 +218,7 @@ def ship(
 def _score(
     probs: npt.NDArray[np.float32], y: npt.NDArray[np.int64], labels: list[str]
 ) -> dict[str, float]:
-    macro = np.array([label.split(".", 1)[0] for label in labels])
+    macro = np.array(macros(labels))
     pred = probs.argmax(1)
     return {
         "top1": float((pred == y).mean()),

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from modq.domain.contract import ModelContract
 from modq.domain.preprocess import PreprocessSpec
+from modq.domain.taxonomy import macros
 from training.export import onnx_probs, session, set_metadata
 from training.transforms import eval_array
 
@@ -76,7 +77,7 @@ def throughput(path: Path, photos: list[Path], batch_size: int = 16, repeats: in
 def compare(
     fp32: Path, int8: Path, photos: list[Path], y: npt.NDArray[np.int64], labels: list[str]
 ) -> dict[str, Any]:
-    macro = np.array([label.split(".", 1)[0] for label in labels])
+    macro = np.array(macros(labels))
     report: dict[str, Any] = {}
     probs = {}
     for name, path in (("fp32", fp32), ("int8", int8)):

@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,22 @@ def _command() -> str:
 
 
 def run_prepare(
-    data: Path, out: Path, *, near_distance: int, exclude_leaked: bool, workers: int
+    data: Path,
+    out: Path,
+    *,
+    near_distance: int,
+    exclude_leaked: bool,
+    workers: int,
+    extra: Sequence[Path] = (),
 ) -> Manifest:
     started = time.perf_counter()
     manifest = prepare(
-        data, out, near_distance=near_distance, exclude_leaked=exclude_leaked, workers=workers
+        data,
+        out,
+        near_distance=near_distance,
+        exclude_leaked=exclude_leaked,
+        workers=workers,
+        extra=extra,
     )
     print(report(manifest))
     _merge_json(out / "timings.json", {"prepare": round(time.perf_counter() - started, 1)})

@@ -13,16 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
-from modq.backfill.selection import Counts, Deployed, Page, Selection, is_current
-from modq.domain.events import ListingEvent, parse_event
+from modq.backfill.selection import Deployed, Page, Selection, is_current
+from modq.domain.envelope import make_body
+from modq.domain.events import ListingEvent, as_utc, parse_event
 from modq.domain.verdicts import RejectedEvent
 from modq.errors import EventError
-from modq.ingest.publish import message_body
-from modq.store.database import as_utc, unavailable
-from modq.store.schema import listings, verdicts
+from modq.store.backfill import current_verdict_keys
+from modq.store.checkpoints import Counts
+from modq.store.database import Engine
 
 
 def _csv_record(row: dict[Any, Any]) -> dict[str, Any]:
@@ -117,25 +115,14 @@ def _file_page(
             events.append(event)
         else:
             page.counts.not_selected += 1
-    current: dict[str, tuple[int, str, str]] = {}
-    if events and not selection.force:
-        query = (
-            sa.select(
-                verdicts.c.listing_id,
-                verdicts.c.listing_version,
-                verdicts.c.model_version,
-                verdicts.c.policy_version,
-            )
-            .select_from(listings.join(verdicts, verdicts.c.id == listings.c.current_verdict_id))
-            .where(listings.c.listing_id.in_({e.listing_id for e in events}))
-        )
-        with unavailable("reading current verdicts"), engine.connect() as conn:
-            current = {r[0]: (r[1], r[2], r[3]) for r in conn.execute(query)}
+    current = (
+        {} if selection.force else current_verdict_keys(engine, {e.listing_id for e in events})
+    )
     for event in events:
         seen = current.get(event.listing_id)
         if seen is not None and is_current(deployed, event.listing_version, *seen):
             page.counts.already_current += 1
             continue
-        page.bodies.append(message_body(event, "backfill"))
+        page.bodies.append(make_body(event, "backfill"))
         page.counts.queued += 1
     return page

@@ -6,6 +6,7 @@ high-water mark, publishes, and checkpoints. The parts it drives:
 - `modq.backfill.selection`: which listings (keyset pages over `listings`, or an ids file) and
   the "already current" rule; `modq.backfill.export_file`: events from an export file.
 - `modq.store.checkpoints`: the checkpoint row in `backfill_jobs` and the per-job lock.
+- `modq.store.backfill`: the SQL behind the selection.
 
 Before publishing a page the command waits until the backfill queue plus that page fits under
 `backfill_high_water`, so Redis holds a bounded number of backfill messages however large the
@@ -23,12 +24,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
 from modq.backfill.export_file import count_export_lines, export_pages
 from modq.backfill.selection import (
-    Counts,
     Deployed,
     Page,
     Selection,
@@ -42,31 +41,14 @@ from modq.errors import BackfillError
 from modq.ingest.publish import publish_bodies, queue_size
 from modq.settings import Settings
 from modq.store.checkpoints import (
+    Counts,
     advance_checkpoint,
     default_job_name,
     finish_job,
     job_lock,
-    job_status,
-    load_job,
+    start_job,
 )
-from modq.store.database import unavailable
-
-# The public interface, as before the split: worker/cli.py imports Selection and run_backfill
-# from here, tests import job_status.
-__all__ = [
-    "MAX_PROBLEMS",
-    "PAGE_SIZE",
-    "POLL_S",
-    "BackfillReport",
-    "Counts",
-    "Deployed",
-    "Page",
-    "Selection",
-    "default_job_name",
-    "job_status",
-    "read_ids",
-    "run_backfill",
-]
+from modq.store.database import Engine
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +126,7 @@ def run_backfill(
     name = job or default_job_name(spec)
 
     with nullcontext() if dry_run else job_lock(engine, name):
-        with unavailable("starting the backfill job"), engine.begin() as conn:
-            state = load_job(conn, name, spec, restart, write=not dry_run)
+        state = start_job(engine, name, spec, restart, write=not dry_run)
         report = BackfillReport(
             job=name, counts=state.counts, this_run=Counts(), resumed=state.resumed, dry_run=dry_run
         )
@@ -181,7 +162,14 @@ def run_backfill(
                         publish_bodies(
                             page.bodies, settings, queue=settings.queue_backfill, batch=True
                         )
-                    advance_checkpoint(engine, name, page)
+                    advance_checkpoint(
+                        engine,
+                        name,
+                        page.counts,
+                        last_listing_id=page.last_listing_id,
+                        last_line=page.last_line,
+                        rejected=page.rejected,
+                    )
                 report.counts.add(page.counts)
                 report.this_run.add(page.counts)
                 room = MAX_PROBLEMS - len(report.problems)

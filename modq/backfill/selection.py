@@ -20,18 +20,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
-from modq.domain.events import parse_event
-from modq.domain.verdicts import RejectedEvent
+from modq.domain.contract import read_contract
+from modq.domain.envelope import make_body
+from modq.domain.events import as_utc, parse_event
+from modq.domain.verdicts import DECISIONS, RejectedEvent
 from modq.errors import BackfillError, EventError
-from modq.ingest.publish import known_categories, message_body
-from modq.pipeline.infer import read_contract
+from modq.ingest.publish import known_categories
 from modq.policy.policy import Policy
 from modq.settings import Settings
-from modq.store.database import as_utc, unavailable
-from modq.store.schema import DECISIONS, listings, verdicts
+from modq.store.backfill import (
+    ListingFilter,
+    StoredListing,
+    count_listings,
+    listing_pages,
+    listings_by_id,
+)
+from modq.store.checkpoints import Counts
+from modq.store.database import Engine
 
 
 @dataclass(frozen=True)
@@ -102,24 +107,6 @@ def _digest(path: Path) -> str:
 
 
 @dataclass
-class Counts:
-    queued: int = 0
-    skipped: int = 0  # could not be queued: invalid event or stored row, unknown listing id
-    already_current: int = 0
-    not_selected: int = 0  # export-file lines outside --category/--since/--until
-
-    @property
-    def done(self) -> int:
-        return self.queued + self.skipped + self.already_current + self.not_selected
-
-    def add(self, other: Counts) -> None:
-        self.queued += other.queued
-        self.skipped += other.skipped
-        self.already_current += other.already_current
-        self.not_selected += other.not_selected
-
-
-@dataclass
 class Page:
     """One page of the selection, ready to publish, and the checkpoint position after it."""
 
@@ -141,44 +128,15 @@ class Page:
 # --- selection over the listings table ----------------------------------------------------------
 
 
-def _current_verdict() -> sa.FromClause:
-    return listings.outerjoin(verdicts, verdicts.c.id == listings.c.current_verdict_id)
-
-
-def _where(selection: Selection, deployed: Deployed) -> list[sa.ColumnElement[bool]]:
-    conds: list[sa.ColumnElement[bool]] = []
-    if selection.category is not None:
-        conds.append(listings.c.declared_category == selection.category)
-    if selection.since is not None:
-        conds.append(listings.c.created_at >= as_utc(selection.since))
-    if selection.until is not None:
-        conds.append(listings.c.created_at < as_utc(selection.until))
-    if selection.decision is not None:
-        conds.append(verdicts.c.decision == selection.decision)
-    if selection.stale:
-        conds.append(
-            sa.or_(
-                verdicts.c.id.is_(None),
-                verdicts.c.model_version != deployed.model_version,
-                verdicts.c.policy_version != deployed.policy_version,
-                verdicts.c.listing_version < listings.c.listing_version,
-            )
-        )
-    return conds
-
-
-_PAGE_COLUMNS = (
-    listings.c.listing_id,
-    listings.c.listing_version,
-    listings.c.declared_category,
-    listings.c.seller_id,
-    listings.c.title,
-    listings.c.images,
-    listings.c.created_at,
-    verdicts.c.listing_version.label("verdict_listing_version"),
-    verdicts.c.model_version,
-    verdicts.c.policy_version,
-)
+def listing_filter(selection: Selection, deployed: Deployed) -> ListingFilter:
+    stale = (deployed.model_version, deployed.policy_version) if selection.stale else None
+    return ListingFilter(
+        category=selection.category,
+        since=selection.since,
+        until=selection.until,
+        decision=selection.decision,
+        stale_against=stale,
+    )
 
 
 def is_current(
@@ -197,11 +155,10 @@ def is_current(
 
 
 def _row_page(
-    rows: Sequence[Any], deployed: Deployed, force: bool, size: int, last: str | None
+    rows: Sequence[StoredListing], deployed: Deployed, force: bool, size: int, last: str | None
 ) -> Page:
     page = Page(bodies=[], counts=Counts(), size=size, last_listing_id=last)
-    for row in rows:
-        m = row._mapping
+    for m in rows:
         if not force and is_current(
             deployed,
             m["listing_version"],
@@ -218,7 +175,7 @@ def _row_page(
             "seller_id": m["seller_id"],
             "title": m["title"],
             "images": m["images"],
-            "created_at": as_utc(m["created_at"]).isoformat(),
+            "created_at": m["created_at"].isoformat(),
         }
         try:
             event = parse_event(raw, deployed.categories)
@@ -235,7 +192,7 @@ def _row_page(
                 ),
             )
             continue
-        page.bodies.append(message_body(event, "backfill"))
+        page.bodies.append(make_body(event, "backfill"))
         page.counts.queued += 1
     return page
 
@@ -243,27 +200,15 @@ def _row_page(
 def table_pages(
     engine: Engine, selection: Selection, deployed: Deployed, cursor: str | None, page_size: int
 ) -> Iterator[Page]:
-    base = sa.select(*_PAGE_COLUMNS).select_from(_current_verdict())
-    base = base.where(*_where(selection, deployed)).order_by(listings.c.listing_id)
-    while True:
-        query = base if cursor is None else base.where(listings.c.listing_id > cursor)
-        with unavailable("reading the backfill selection"), engine.connect() as conn:
-            rows = conn.execute(query.limit(page_size)).all()
-        if not rows:
-            return
-        cursor = rows[-1].listing_id
-        yield _row_page(rows, deployed, selection.force, len(rows), cursor)
+    for rows in listing_pages(engine, listing_filter(selection, deployed), cursor, page_size):
+        last = rows[-1]["listing_id"]
+        yield _row_page(rows, deployed, selection.force, len(rows), last)
 
 
 def count_table(
     engine: Engine, selection: Selection, deployed: Deployed, cursor: str | None
 ) -> int:
-    query = sa.select(sa.func.count()).select_from(_current_verdict())
-    query = query.where(*_where(selection, deployed))
-    if cursor is not None:
-        query = query.where(listings.c.listing_id > cursor)
-    with unavailable("counting the backfill selection"), engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
+    return count_listings(engine, listing_filter(selection, deployed), cursor)
 
 
 # --- selection from an ids file -----------------------------------------------------------------
@@ -292,17 +237,10 @@ def ids_pages(
     ids: list[str],
     page_size: int,
 ) -> Iterator[Page]:
-    base = sa.select(*_PAGE_COLUMNS).select_from(_current_verdict())
-    base = base.where(*_where(selection, deployed)).order_by(listings.c.listing_id)
+    where = listing_filter(selection, deployed)
     for start in range(0, len(ids), page_size):
         chunk = ids[start : start + page_size]
-        with unavailable("reading the backfill selection"), engine.connect() as conn:
-            rows = conn.execute(base.where(listings.c.listing_id.in_(chunk))).all()
-            known = set(
-                conn.execute(
-                    sa.select(listings.c.listing_id).where(listings.c.listing_id.in_(chunk))
-                ).scalars()
-            )
+        rows, known = listings_by_id(engine, where, chunk)
         page = _row_page(rows, deployed, selection.force, len(chunk), chunk[-1])
         unknown = [i for i in chunk if i not in known]
         page.counts.skipped += len(unknown)

@@ -24,8 +24,9 @@ from tqdm import tqdm
 from modq.cli.report import print_verdicts
 from modq.errors import ConfigError
 from modq.ingest.submit_file import submit_lines
-from modq.settings import Settings
-from modq.store import verdicts as store
+from modq.settings import Settings, get_settings
+from modq.store.database import database_answers, make_engine, migrate
+from modq.store.queries import query_verdicts
 
 MISCATEGORISED_SHARE = 0.15
 
@@ -39,25 +40,12 @@ def _redis_up(url: str) -> bool:
         return False
 
 
-def _postgres_up(url: str) -> bool:
-    import sqlalchemy as sa
-
-    try:
-        engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except sa.exc.SQLAlchemyError:
-        return False
-
-
 def choose_backends(settings: Settings) -> Settings:
     chosen = settings.model_fields_set
     updates: dict[str, Any] = {}
     if "broker_url" not in chosen and not _redis_up(settings.broker_url):
         updates["broker_url"] = "filesystem://"
-    if "database_url" not in chosen and not _postgres_up(settings.database_url):
+    if "database_url" not in chosen and not database_answers(settings.database_url):
         updates["database_url"] = f"sqlite:///{settings.data_dir / 'modq-demo.sqlite'}"
     if updates:
         click.echo(f"no local Redis/PostgreSQL reachable: using embedded fallback {updates}")
@@ -131,36 +119,52 @@ def run_demo(settings: Settings, *, listings: int, timeout_s: float) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     photos = settings.datasets_dir / "listings-v1"
     click.echo(f"broker {settings.broker_url} | database {settings.database_url}")
-    store.migrate(settings.database_url)
+    migrate(settings.database_url)
 
     run = uuid.uuid4().hex[:6]
     lines, wrong = sample_events(photos, listings, run)
-    env = {
-        **os.environ,
-        "MODQ_BROKER_URL": settings.broker_url,
-        "MODQ_DATABASE_URL": settings.database_url,
-        "MODQ_DATA_DIR": str(settings.data_dir),
-        "MODQ_IMAGE_ROOTS": str(settings.datasets_dir),
-        "MODQ_LOG_LEVEL": "WARNING",
-    }
+    worker_settings = settings.model_copy(
+        update={"image_roots": [str(settings.datasets_dir)], "log_level": "WARNING"}
+    )
+    env = {**os.environ, **worker_settings.to_env()}
     log_path = settings.data_dir / "demo-worker.log"
     with log_path.open("w") as log_file:
         worker = subprocess.Popen(
             [sys.executable, "-m", "modq", "worker"], env=env, stdout=log_file, stderr=log_file
         )
     try:
-        report = submit_lines(
-            lines, settings.model_copy(update={"image_roots": [str(settings.datasets_dir)]})
-        )
+        report = submit_lines(lines, worker_settings)
         for line_no, reason in report.rejected:
             click.echo(f"submit: line {line_no} rejected: {reason}")
-        engine = store.make_engine(settings.database_url)
+        engine = make_engine(settings.database_url)
         rows = _wait(engine, f"demo-{run}-", report.queued, timeout_s, worker, log_path)
     finally:
         worker.terminate()
         worker.wait(timeout=30)
     print_verdicts(rows)
     _summary(rows, wrong)
+    _console_login(settings)
+
+
+DEMO_USER, DEMO_PASSWORD = "demo", "demo-password"
+
+
+def _console_login(settings: Settings) -> None:
+    """Create the demo moderator and say how to open the review console on this database."""
+    from modq.console.auth import add_user
+
+    engine = make_engine(settings.database_url)
+    try:
+        add_user(engine, DEMO_USER, "moderator", DEMO_PASSWORD)
+    finally:
+        engine.dispose()
+    url = f"http://{settings.console_host}:{settings.console_port}/"
+    click.echo(
+        "review console: run\n"
+        f"  MODQ_DATABASE_URL='{settings.database_url}' MODQ_DATA_DIR='{settings.data_dir}' "
+        f"MODQ_IMAGE_ROOTS='{settings.datasets_dir}' modq console\n"
+        f"then open {url} and log in as {DEMO_USER} / {DEMO_PASSWORD} (a moderator)"
+    )
 
 
 def _wait(
@@ -176,9 +180,7 @@ def _wait(
     with tqdm(total=expected, desc="verdicts", unit="listing") as bar:
         while time.monotonic() < deadline:
             rows = [
-                r
-                for r in store.query_verdicts(engine, limit=0)
-                if r["listing_id"].startswith(prefix)
+                r for r in query_verdicts(engine, limit=0) if r["listing_id"].startswith(prefix)
             ]
             bar.update(len(rows) - bar.n)
             if len(rows) >= expected:
@@ -203,3 +205,11 @@ def _summary(rows: list[dict[str, Any]], wrong: set[str]) -> None:
         f"summary: {dict(decisions)}; mis-categorised flagged {len(flagged)}/{len(wrong)}; "
         f"correct listings approved {len(clean_ok)}/{len(clean)}"
     )
+
+
+@click.command()
+@click.option("--listings", type=int, default=100, show_default=True)
+@click.option("--timeout", type=float, default=600, show_default=True)
+def demo(listings: int, timeout: float) -> None:
+    """Moderate sample listings built from the shared photos end to end and print verdicts."""
+    run_demo(get_settings(), listings=listings, timeout_s=timeout)

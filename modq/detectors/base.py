@@ -13,17 +13,11 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from PIL import Image
 
-from modq.errors import PhotoError
+from modq.errors import DetectorError
 
 Scores = dict[str, float]
 Result = Scores | Exception
 T = TypeVar("T")
-
-
-class DetectorError(PhotoError):
-    """A detector could not score one photo; the listing is still moderated."""
-
-    code = "detector_error"
 
 
 @runtime_checkable

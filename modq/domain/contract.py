@@ -8,12 +8,13 @@ from the weights they belong to.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modq.domain.preprocess import PreprocessSpec
-from modq.errors import ModelContractError
+from modq.errors import ConfigError, ModelContractError
 
 METADATA_KEY = "modq.contract"
 CONTRACT_SCHEMA = 1
@@ -49,10 +50,6 @@ class ModelContract(BaseModel):
             raise ValueError("labels must be unique")
         return self
 
-    @property
-    def macro_of(self) -> dict[str, str]:
-        return {label: label.split(".", 1)[0] for label in self.labels}
-
     def to_metadata(self) -> dict[str, str]:
         return {METADATA_KEY: self.model_dump_json()}
 
@@ -73,3 +70,24 @@ class ModelContract(BaseModel):
                 f"this worker reads {CONTRACT_SCHEMA}"
             )
         return contract
+
+
+def read_contract(path: Path) -> ModelContract:
+    """The contract of the ONNX file at `path`, read without optimising the graph.
+
+    ONNX Runtime is imported here, not at module level, so that a producer which only
+    validates events (`modq.ingest.publish`) pays for it on its first submit, not on import.
+    """
+    import onnxruntime as ort
+
+    if not Path(path).is_file():
+        raise ConfigError(f"model file not found: {path} (set MODQ_MODEL_PATH)")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(
+            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # ORT raises its own untyped errors for bad files
+        raise ModelContractError(f"cannot load ONNX model {path}: {exc}") from exc
+    return ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map, str(path))

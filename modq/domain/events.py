@@ -8,7 +8,7 @@ the same things with the same reasons.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,9 @@ from modq.errors import EventError
 
 SCHEMA_VERSION = 1
 MAX_IMAGES = 10
+# Longest image reference accepted: URLs in the wild stay far below (browsers and CDNs cap
+# near 2,000-8,000 characters); anything longer is refused at parse time, not fetched.
+MAX_REF_CHARS = 2048
 
 
 class ListingEvent(BaseModel):
@@ -48,6 +51,8 @@ class ListingEvent(BaseModel):
     def _non_empty_refs(cls, value: list[str]) -> list[str]:
         if any(not ref.strip() for ref in value):
             raise ValueError("image references must be non-empty strings")
+        if problem := _overlong_ref(value):
+            raise ValueError(problem)
         return value
 
     @field_validator("created_at")
@@ -58,6 +63,14 @@ class ListingEvent(BaseModel):
     def to_message(self) -> dict[str, Any]:
         """JSON-safe dict, the body that travels through the broker."""
         return self.model_dump(mode="json")
+
+
+def _overlong_ref(refs: list[Any]) -> str | None:
+    """Why one of `refs` is too long to be a photo reference, or None."""
+    for i, ref in enumerate(refs):
+        if isinstance(ref, str) and len(ref) > MAX_REF_CHARS:
+            return f"images.{i}: image reference is {len(ref)} characters (at most {MAX_REF_CHARS})"
+    return None
 
 
 def _describe(exc: ValidationError) -> str:
@@ -81,6 +94,8 @@ def parse_event(raw: str | bytes | dict[str, Any], categories: Collection[str]) 
         raise EventError(f"event must be a JSON object, got {type(data).__name__}")
     if isinstance(data.get("images"), list) and len(data["images"]) > MAX_IMAGES:
         raise EventError(f"too many images: {len(data['images'])} (at most {MAX_IMAGES})")
+    if isinstance(data.get("images"), list) and (problem := _overlong_ref(data["images"])):
+        raise EventError(problem)
     try:
         event = ListingEvent.model_validate(data)
     except ValidationError as exc:
@@ -97,3 +112,19 @@ def raw_text(raw: str | bytes | dict[str, Any]) -> str:
     if isinstance(raw, str):
         return raw
     return json.dumps(raw, default=str)
+
+
+def latest_versions(events: Sequence[ListingEvent]) -> list[ListingEvent]:
+    """One event per listing, the highest version (a later copy wins a tie): a batch may
+    hold redeliveries and updates of the same listing."""
+    newest: dict[str, ListingEvent] = {}
+    for event in events:
+        kept = newest.get(event.listing_id)
+        if kept is None or event.listing_version >= kept.listing_version:
+            newest[event.listing_id] = event
+    return list(newest.values())
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware UTC time; a naive one is taken as UTC (SQLite keeps only wall-clock digits)."""
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)

@@ -6,13 +6,18 @@ any stage can be serialised, logged or moved to another process.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Decision = Literal["approve", "reject", "review"]
 Source = Literal["new", "backfill"]
+Stage = Literal["submit", "worker"]
 Scored = tuple[str, float]
+
+DECISIONS: tuple[Decision, ...] = get_args(Decision)
+SOURCES: tuple[Source, ...] = get_args(Source)
+STAGES: tuple[Stage, ...] = get_args(Stage)
 
 
 class PhotoResult(BaseModel):
@@ -26,6 +31,9 @@ class PhotoResult(BaseModel):
     declared_prob: float | None = None
     # Detector scores keyed "detector.label", e.g. "prohibited.firearm".
     detectors: dict[str, float] = Field(default_factory=dict)
+    # What backs a detector score, by the same key: for "banks.<NAME>" the matched hash's
+    # content id and note (shown in the verdict's reason).
+    evidence: dict[str, str] = Field(default_factory=dict)
     error_code: str | None = None
     error: str | None = None
     fetch_ms: float = 0.0
@@ -62,7 +70,7 @@ class RejectedEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    stage: Literal["submit", "worker"]
+    stage: Stage
     reason: str
     payload: str
     listing_id: str | None = None

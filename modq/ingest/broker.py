@@ -1,4 +1,7 @@
-"""All Celery wiring: the app, its settings, and the one thin batch task.
+"""The broker connection as a Celery app: queues, routing and the settings both producers
+and workers rely on. Building an app reads nothing from the environment and starts nothing;
+the worker's own app (with its task and signals) is `modq.tasks.app`, which producers never
+import.
 
 Settings chosen on purpose:
 - celery-batches buffers up to `batch_size` messages or `batch_interval_s` seconds and hands
@@ -18,25 +21,18 @@ Settings chosen on purpose:
 
 from __future__ import annotations
 
-import logging
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from celery import Celery, signals
-from celery_batches import Batches
+from celery import Celery
 from kombu.entity import Queue
 
-from modq.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from modq.pipeline.moderate import Runtime
-
-log = logging.getLogger(__name__)
+from modq.settings import Settings
 
 TASK_NAME = "modq.moderate"
 
 
 def create_app(settings: Settings) -> Celery:
+    """A Celery app for `settings`' broker, not set as current: several may coexist."""
     app = Celery("modq", broker=settings.broker_url, set_as_current=False)
     transport: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout_s,
@@ -65,47 +61,3 @@ def create_app(settings: Settings) -> Celery:
         task_routes={TASK_NAME: {"queue": settings.queue_new}},
     )
     return app
-
-
-settings = get_settings()
-app = create_app(settings)
-
-_runtime: Runtime | None = None
-_runtime_lock = threading.Lock()
-
-
-def runtime() -> Runtime:
-    """The process's runtime, created on first use: after any fork, never in a parent."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None:
-            from modq.pipeline.moderate import Runtime
-
-            _runtime = Runtime.build(settings)
-        return _runtime
-
-
-@signals.worker_ready.connect
-def _warm_up(**_: Any) -> None:
-    # Threads pool: this is the process that will run the batches, so load the model now
-    # rather than on the first listing.
-    runtime()
-
-
-@signals.worker_shutdown.connect
-def _shut_down(**_: Any) -> None:
-    if _runtime is not None:
-        _runtime.close()
-
-
-@app.task(
-    base=Batches,
-    name=TASK_NAME,
-    flush_every=settings.batch_size,
-    flush_interval=settings.batch_interval_s,
-    acks_late=True,
-)
-def moderate_batch(requests: list[Any]) -> None:
-    from modq.tasks.batch import run_batch
-
-    run_batch([(r.kwargs, r.delivery_info) for r in requests], runtime())

@@ -7,18 +7,21 @@ caller at once instead of surfacing later as a rejected event.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import OperationalError
 
+from modq.domain.contract import read_contract
+from modq.domain.envelope import make_body, source_of, summary
 from modq.domain.events import ListingEvent, parse_event
 from modq.domain.verdicts import Source
+from modq.errors import BrokerUnavailable
 from modq.ingest.broker import TASK_NAME, create_app
-from modq.pipeline.infer import read_contract
 from modq.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -44,8 +47,13 @@ def known_categories(settings: Settings) -> tuple[str, ...]:
     return _labels(str(settings.model_path))
 
 
-def message_body(event: ListingEvent, source: Source, attempt: int = 0) -> dict[str, Any]:
-    return {"event": event.to_message(), "source": source, "attempt": attempt}
+@contextmanager
+def _broker(what: str) -> Iterator[None]:
+    """kombu's connection errors (after its own retries) as `BrokerUnavailable`."""
+    try:
+        yield
+    except (OperationalError, ConnectionError) as exc:
+        raise BrokerUnavailable(f"broker unavailable while {what}: {exc}") from exc
 
 
 def queue_for(settings: Settings, source: Source) -> str:
@@ -56,22 +64,6 @@ def _coerce(event: ListingEvent | dict[str, Any], settings: Settings) -> Listing
     if isinstance(event, ListingEvent):
         return parse_event(event.to_message(), known_categories(settings))
     return parse_event(event, known_categories(settings))
-
-
-def _summary(body: dict[str, Any]) -> str:
-    """What monitoring shows of a message: the listing, not Celery's saferepr of the whole
-    event (which costs more than the rest of the publish)."""
-    event = body.get("event")
-    listing = event.get("listing_id") if isinstance(event, dict) else None
-    version = event.get("listing_version") if isinstance(event, dict) else None
-    return repr(
-        {
-            "listing_id": listing,
-            "listing_version": version,
-            "source": body.get("source"),
-            "attempt": body.get("attempt"),
-        }
-    )
 
 
 def publish_bodies(
@@ -91,7 +83,7 @@ def publish_bodies(
     """
     app = _app_for(settings)
     sent = 0
-    with app.producer_or_acquire() as producer:
+    with _broker(f"publishing to {queue}"), app.producer_or_acquire() as producer:
         batching = producer.batch() if batch and hasattr(producer, "batch") else nullcontext()
         with batching:
             for body in bodies:
@@ -101,7 +93,7 @@ def publish_bodies(
                     queue=queue,
                     countdown=countdown,
                     producer=producer,
-                    kwargsrepr=_summary(body),
+                    kwargsrepr=summary(body),
                 )
                 sent += 1
     return sent
@@ -115,7 +107,7 @@ def queue_size(settings: Settings, queue: str) -> int:
     messages published with a priority), summed with one pipelined LLEN each.
     """
     app = _app_for(settings)
-    with app.pool.acquire(block=True) as conn:
+    with _broker(f"counting {queue}"), app.pool.acquire(block=True) as conn:
         # A non-passive declare: a passive one fails on Redis when the queue is empty.
         ok = conn.default_channel.queue_declare(queue=queue, durable=True, auto_delete=False)
         return int(ok.message_count)
@@ -131,7 +123,7 @@ def submit_many(
     anything is sent."""
     settings = settings or get_settings()
     checked = [_coerce(event, settings) for event in events]
-    bodies = [message_body(event, source) for event in checked]
+    bodies = [make_body(event, source) for event in checked]
     return publish_bodies(bodies, settings, queue=queue_for(settings, source))
 
 
@@ -144,8 +136,7 @@ def retry_later(bodies: Sequence[dict[str, Any]], settings: Settings, reason: st
     queue once `max_retries` is spent, so nothing is ever dropped."""
     for body in bodies:
         attempt = int(body.get("attempt", 0)) + 1
-        source: Source = "backfill" if body.get("source") == "backfill" else "new"
-        queue = queue_for(settings, source)
+        queue = queue_for(settings, source_of(body))
         if attempt > settings.max_retries:
             log.error(
                 "giving up after %d attempts (%s); parked in %s.dead", attempt - 1, reason, queue

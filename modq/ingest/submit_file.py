@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from modq.domain.envelope import make_body
 from modq.domain.events import parse_event
 from modq.domain.verdicts import RejectedEvent, Source
 from modq.errors import EventError
-from modq.ingest.publish import known_categories, message_body, publish_bodies, queue_for
+from modq.ingest.publish import known_categories, publish_bodies, queue_for
 from modq.settings import Settings
-from modq.store import verdicts as store
+from modq.store.database import make_engine
+from modq.store.verdicts import record_rejected
 
 CHUNK = 1000
 
@@ -39,16 +41,16 @@ def submit_lines(lines: Iterable[str], settings: Settings, source: Source = "new
             report.rejected.append((line_no, str(exc)))
             bad.append(RejectedEvent(stage="submit", reason=f"line {line_no}: {exc}", payload=line))
             continue
-        bodies.append(message_body(event, source))
+        bodies.append(make_body(event, source))
         if len(bodies) >= CHUNK:
             report.queued += publish_bodies(bodies, settings, queue=queue)
             bodies = []
     if bodies:
         report.queued += publish_bodies(bodies, settings, queue=queue)
     if bad:
-        engine = store.make_engine(settings.database_url)
+        engine = make_engine(settings.database_url)
         try:
-            store.record_rejected(engine, bad)
+            record_rejected(engine, bad)
         finally:
             engine.dispose()
     return report

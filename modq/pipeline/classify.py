@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from modq.errors import PhotoFetchError, PhotoTooLargeError
-from modq.pipeline.moderate import Runtime, infer_photos
+from modq.pipeline.photos import infer_photos
+from modq.pipeline.runtime import Runtime
 from modq.settings import Settings
 
 CHUNK = 256
@@ -31,7 +32,7 @@ def classify_files(
         except OSError as exc:
             raise PhotoFetchError(f"cannot read {path}: {exc.strerror}") from exc
 
-    rt = Runtime.build(settings, with_store=False, read=read)
+    rt = Runtime.build(settings, read=read)
     labels = rt.classifier.contract.labels
     try:
         for start in range(0, len(paths), CHUNK):

@@ -2,28 +2,26 @@
 
 A reference is a local path, a `file://` URL or an `http(s)://` URL (see docs/photo-sources.md).
 Local files must resolve, symlinks included, inside one of `image_roots`. HTTP hosts must be in
-`allowed_hosts`, and every address they resolve to must be public unless the host is also in
-`private_hosts`. That check runs for each redirect hop before anything connects, and again
-inside our connection pool on the very addresses it dials, so a DNS answer that changes between
-check and connect (DNS rebinding) is refused too. Bodies are streamed and cut at
-`max_image_bytes`. Every failure is a `PhotoError` with a short message the pipeline prefixes
-with `image_unreadable: `; transient ones are retried here with a short backoff.
+`allowed_hosts`, and every address they resolve to must be public unless the host (and port) is
+also in `private_hosts`; that check runs for each redirect hop before anything connects, and
+again inside our connection pool on the very addresses it dials (`modq.pipeline.hosts`).
+Each HTTP attempt has one total deadline, `fetch_timeout_s`, covering connect, TLS, response
+headers, redirects and body; all attempts together, backoff included, end by
+`fetch_deadline_s`. Bodies are streamed and cut at `max_image_bytes`. Every failure is a
+`PhotoError` with a short message the pipeline prefixes with `image_unreadable: `; transient
+ones are retried here with a short backoff.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-import socket
 import stat
 import time
 import urllib.parse
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-import httpcore
 import httpx
 
 from modq.errors import (
@@ -32,10 +30,18 @@ from modq.errors import (
     PhotoForbiddenError,
     PhotoTooLargeError,
 )
+from modq.pipeline.hosts import HostPolicy, blocked_reason, deadline_at, guarded_client
 from modq.settings import Settings
+
+__all__ = ["HostPolicy", "PhotoFetcher", "blocked_reason", "display_url"]
 
 MAX_REDIRECTS = 5
 BACKOFF_S = 0.2
+# Linux (and most file systems): longest file name and path, in bytes.
+NAME_MAX = 255
+PATH_MAX = 4096
+# Another attempt is not started with less than this left before `fetch_deadline_s`.
+MIN_ATTEMPT_S = 0.1
 # Two or more characters, so a Windows drive letter ("C:\\x") still reads as a path.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
 _HEADERS = {
@@ -45,14 +51,6 @@ _HEADERS = {
     # past the byte cap in one chunk (gzip bomb), so it is asked for plain and refused otherwise.
     "Accept-Encoding": "identity",
 }
-_BLOCKED = (
-    ("is_loopback", "loopback"),
-    ("is_link_local", "link-local"),
-    ("is_unspecified", "unspecified"),
-    ("is_multicast", "multicast"),
-    ("is_private", "private"),
-    ("is_reserved", "reserved"),
-)
 
 
 def display_url(url: httpx.URL | str) -> str:
@@ -65,106 +63,6 @@ def display_url(url: httpx.URL | str) -> str:
     return shown if len(shown) <= 200 else shown[:197] + "..."
 
 
-def blocked_reason(address: str) -> str | None:
-    """Why `address` is not a public unicast address ("loopback", "private", ...), or None."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    for attribute, word in _BLOCKED:
-        if getattr(ip, attribute):
-            return word
-    # Catches the rest, e.g. 100.64.0.0/10 (carrier-grade NAT) and documentation ranges.
-    return None if ip.is_global else "non-public"
-
-
-def _norm_host(host: str) -> str:
-    return host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
-
-
-class HostPolicy:
-    """`allowed_hosts` / `private_hosts` decisions, shared by the pre-check and the pool."""
-
-    def __init__(self, settings: Settings) -> None:
-        entries = [_norm_host(h) for h in settings.allowed_hosts if h.strip()]
-        self.enabled = bool(entries)
-        self.allow_any = "*" in entries
-        self.suffixes = tuple(h[1:] for h in entries if h.startswith("*.") and len(h) > 2)
-        self.allowed = {h for h in entries if not h.startswith("*")}
-        self.private = {_norm_host(h) for h in settings.private_hosts if h.strip()}
-
-    def check_host(self, host: str) -> None:
-        if not self.enabled:
-            raise PhotoForbiddenError(
-                "HTTP fetching is disabled: set allowed_hosts (MODQ_ALLOWED_HOSTS) "
-                "to a list of hosts, or '*' for any public host"
-            )
-        host = _norm_host(host)
-        if not (self.allow_any or host in self.allowed or host.endswith(self.suffixes)):
-            raise PhotoForbiddenError(f"host {host} is not in allowed_hosts")
-
-    def resolve(self, host: str, port: int) -> list[str]:
-        """Every address of `host`; refused if any is non-public and the host is not trusted."""
-        host = _norm_host(host)
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            if exc.errno == socket.EAI_AGAIN:
-                raise PhotoFetchRetryable(f"DNS lookup for {host} failed temporarily") from exc
-            raise PhotoFetchError(f"unknown host {host}") from exc
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        if host not in self.private:
-            for address in addresses:
-                reason = blocked_reason(address)
-                if reason:
-                    raise PhotoForbiddenError(
-                        f"{host} resolves to a {reason} address ({address}); "
-                        "list the host in private_hosts to allow it"
-                    )
-        return addresses
-
-
-class GuardedBackend(httpcore.SyncBackend):
-    """Network backend that re-checks the host and dials only the addresses it just checked."""
-
-    def __init__(self, policy: HostPolicy) -> None:
-        self._policy = policy
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.NetworkStream:
-        self._policy.check_host(host)
-        last: httpcore.ConnectError | None = None
-        for address in self._policy.resolve(host, port):
-            try:
-                return super().connect_tcp(address, port, timeout, local_address, socket_options)
-            except httpcore.ConnectError as exc:  # try the next address, as getaddrinfo users do
-                last = exc
-        raise last or httpcore.ConnectError(f"no address for {host}")
-
-
-def _guarded_client(policy: HostPolicy, timeout: float) -> httpx.Client:
-    # Environment proxies would make the address checks meaningless, hence trust_env=False.
-    transport = httpx.HTTPTransport(trust_env=False)
-    # httpx has no public hook for name resolution; its pool is httpcore's, which takes a
-    # network backend. Same settings as httpx's default pool, plus our backend.
-    limits = httpx.Limits()
-    transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=GuardedBackend(policy),
-    )
-    return httpx.Client(
-        transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
-    )
-
-
 class PhotoFetcher:
     """Thread-safe: settings are read-only and the one httpx client pools connections."""
 
@@ -172,10 +70,11 @@ class PhotoFetcher:
         self._roots = settings.image_root_paths
         self._policy = HostPolicy(settings)
         self._timeout = settings.fetch_timeout_s
+        self._deadline = settings.fetch_deadline_s
         self._retries = max(0, settings.fetch_retries)
         self._max_bytes = settings.max_image_bytes
         self._owns_client = client is None
-        self._client = client or _guarded_client(self._policy, self._timeout)
+        self._client = client or guarded_client(self._policy, self._timeout)
 
     def __enter__(self) -> PhotoFetcher:
         return self
@@ -215,7 +114,9 @@ class PhotoFetcher:
                 "local paths are disabled: set image_roots (MODQ_IMAGE_ROOTS) "
                 "to the folders photos may be read from"
             )
+        ref = _short(ref)
         path = Path(path_text)
+        _check_name_lengths(path, ref)
         candidates = [path] if path.is_absolute() else [root / path for root in self._roots]
         for candidate in candidates:
             try:
@@ -224,7 +125,12 @@ class PhotoFetcher:
                 raise PhotoFetchError(f"invalid path {ref}: {exc}") from exc
             if not any(resolved.is_relative_to(root) for root in self._roots):
                 raise PhotoForbiddenError(f"{ref} is outside the image roots (image_roots)")
-            if resolved.exists():
+            _check_name_lengths(resolved, ref)  # a root + a long relative path
+            try:
+                found = resolved.exists()
+            except OSError as exc:  # e.g. a component the file system refuses
+                raise PhotoFetchError(f"invalid path {ref}: {exc.strerror}") from exc
+            if found:
                 return self._read_file(resolved, ref)
         raise PhotoFetchError(f"no such file: {ref}")
 
@@ -266,15 +172,21 @@ class PhotoFetcher:
             url = httpx.URL(ref)
         except httpx.InvalidURL as exc:
             raise PhotoFetchError(f"invalid URL {display_url(ref)}: {exc}") from exc
+        give_up = time.monotonic() + self._deadline
         attempts = 1 + self._retries
         for attempt in range(attempts):
             try:
-                return self._fetch_once(url)
+                return self._fetch_once(url, min(time.monotonic() + self._timeout, give_up))
             except PhotoFetchRetryable as exc:
-                if attempt + 1 == attempts:
-                    suffix = f" (tried {attempts} times)" if attempts > 1 else ""
-                    raise PhotoFetchRetryable(f"{exc}{suffix}") from exc
-                time.sleep(BACKOFF_S * 2**attempt)
+                pause = BACKOFF_S * 2**attempt
+                out_of_time = give_up - time.monotonic() - pause < MIN_ATTEMPT_S
+                if attempt + 1 == attempts or out_of_time:
+                    tried = f"tried {attempt + 1} times" if attempt else ""
+                    if out_of_time and attempt + 1 < attempts:
+                        tried += "; " if tried else ""
+                        tried += f"fetch_deadline_s {self._deadline:g} s reached"
+                    raise PhotoFetchRetryable(f"{exc} ({tried})" if tried else str(exc)) from exc
+                time.sleep(pause)
         raise AssertionError("unreachable")
 
     def _check_url(self, url: httpx.URL) -> None:
@@ -284,33 +196,39 @@ class PhotoFetcher:
         self._policy.check_host(host)
         self._policy.resolve(host, url.port or (443 if url.scheme == "https" else 80))
 
-    def _fetch_once(self, url: httpx.URL) -> bytes:
-        deadline = time.monotonic() + self._timeout
+    def _fetch_once(self, url: httpx.URL, deadline: float) -> bytes:
+        """One attempt, redirects included, ended by `deadline` (a monotonic time). Our own
+        client's connections enforce it inside every socket operation (`deadline_at`); an
+        injected client is only checked between hops and body chunks."""
         current = url
-        for _ in range(MAX_REDIRECTS + 1):
-            self._check_url(current)
-            shown = display_url(current)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise PhotoFetchRetryable(f"timed out after {self._timeout:g} s: {shown}")
-            request = self._client.build_request(
-                "GET", current, headers=_HEADERS, timeout=min(self._timeout, remaining)
-            )
-            try:
-                response = self._client.send(request, stream=True, follow_redirects=False)
+        with deadline_at(deadline):
+            for _ in range(MAX_REDIRECTS + 1):
+                self._check_url(current)
+                shown = display_url(current)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._timed_out(shown)
+                request = self._client.build_request(
+                    "GET", current, headers=_HEADERS, timeout=min(self._timeout, remaining)
+                )
                 try:
-                    if response.next_request is not None:
-                        current = response.next_request.url
-                        continue
-                    return self._read_body(response, shown, deadline)
-                finally:
-                    response.close()
-            except httpx.TimeoutException as exc:
-                raise PhotoFetchRetryable(f"timed out after {self._timeout:g} s: {shown}") from exc
-            except httpx.TransportError as exc:
-                detail = str(exc) or type(exc).__name__
-                raise PhotoFetchRetryable(f"connection failed for {shown}: {detail}") from exc
+                    response = self._client.send(request, stream=True, follow_redirects=False)
+                    try:
+                        if response.next_request is not None:
+                            current = response.next_request.url
+                            continue
+                        return self._read_body(response, shown, deadline)
+                    finally:
+                        response.close()
+                except httpx.TimeoutException as exc:
+                    raise self._timed_out(shown) from exc
+                except httpx.TransportError as exc:
+                    detail = str(exc) or type(exc).__name__
+                    raise PhotoFetchRetryable(f"connection failed for {shown}: {detail}") from exc
         raise PhotoFetchError(f"more than {MAX_REDIRECTS} redirects from {display_url(url)}")
+
+    def _timed_out(self, shown: str) -> PhotoFetchRetryable:
+        return PhotoFetchRetryable(f"timed out after {self._timeout:g} s: {shown}")
 
     def _read_body(self, response: httpx.Response, shown: str, deadline: float) -> bytes:
         status = response.status_code
@@ -330,8 +248,25 @@ class PhotoFetcher:
             if len(body) > self._max_bytes:
                 raise self._too_large(shown, None)
             if time.monotonic() > deadline:
-                raise PhotoFetchRetryable(f"timed out after {self._timeout:g} s: {shown}")
+                raise self._timed_out(shown)
         return bytes(body)
+
+
+def _short(ref: str) -> str:
+    """`ref` for messages: at most 200 characters (references can be long)."""
+    return ref if len(ref) <= 200 else ref[:197] + "..."
+
+
+def _check_name_lengths(path: Path, ref: str) -> None:
+    """Refuse, before any system call, names no file system here would accept: a component
+    over NAME_MAX or a path over PATH_MAX would otherwise fail as OSError ENAMETOOLONG."""
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    if longest > NAME_MAX:
+        raise PhotoForbiddenError(
+            f"{ref}: a path component is {longest} bytes, over the limit of {NAME_MAX}"
+        )
+    if len(os.fsencode(str(path))) > PATH_MAX:
+        raise PhotoForbiddenError(f"{ref}: the path is over the limit of {PATH_MAX} bytes")
 
 
 def _file_url_path(ref: str) -> str:

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from modq.domain.contract import ModelContract
-from modq.errors import ConfigError, ModelContractError
+from modq.errors import ConfigError, InferenceError, ModelContractError
 from modq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,14 +55,6 @@ def choose_providers(setting: str, gpu: int | None) -> list[Any]:
             f"{sorted(available)}; install onnxruntime-gpu (see docs/deployment.md)"
         )
     return [*wanted, "CPUExecutionProvider"]
-
-
-def read_contract(path: Path) -> ModelContract:
-    """The contract alone, without optimising the graph (cheap: used by `modq submit`)."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = _open(path, opts, ["CPUExecutionProvider"])
-    return ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
 
 
 def _open(path: Path, opts: ort.SessionOptions, providers: list[Any]) -> ort.InferenceSession:
@@ -105,12 +97,13 @@ class Classifier:
         )
         return cls(session, contract)
 
-    @property
-    def provider(self) -> str:
-        return str(self.session.get_providers()[0])
-
     def predict(self, batch: FloatArray) -> Prediction:
-        outputs = self.session.run(self._outputs, {self.contract.input_name: batch})
+        try:
+            outputs = self.session.run(self._outputs, {self.contract.input_name: batch})
+        except Exception as exc:  # onnxruntime's errors share no public base class
+            raise InferenceError(
+                f"ONNX Runtime failed on a batch of {len(batch)}: {type(exc).__name__}: {exc}"
+            ) from exc
         probs = np.asarray(outputs[0], dtype=np.float32)
         if not self.contract.output_is_probability:
             shifted = np.exp(probs - probs.max(axis=1, keepdims=True))

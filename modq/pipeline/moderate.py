@@ -1,220 +1,27 @@
-"""The moderation pipeline as plain functions: photos → model → policy → verdicts.
+"""A batch of listings through the pipeline: photos → model and detectors → image banks →
+policy → verdicts, and broker message bodies → verdicts stored in one transaction.
 
-Nothing here knows about Celery. Dependencies arrive in a `Runtime`, so the same code runs
-in the worker, in `modq classify` and directly in tests. Photo loading runs on a thread
-pool (Pillow and httpx release the GIL) and inference starts on the first ready chunk while
-the rest still decode.
+Nothing here knows about Celery or SQL; the runtime brings the model, the policy and the
+stores (`modq.pipeline.runtime`).
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from modq.detectors import build_detectors
-from modq.detectors.banks import BankMatcher, PhotoKey
-from modq.detectors.base import Detector
-from modq.detectors.hashing import PhotoHash, pdq_hash
-from modq.domain.events import ListingEvent, parse_event, raw_text
-from modq.domain.preprocess import preprocess
+from modq.detectors.banks import PhotoKey
+from modq.domain.envelope import event_of
+from modq.domain.envelope import rejected as rejected_body
+from modq.domain.events import ListingEvent, latest_versions, parse_event
 from modq.domain.verdicts import PhotoResult, RejectedEvent, Source, Verdict
-from modq.errors import EventError, PhotoError
-from modq.pipeline.decode import decode_image
-from modq.pipeline.fetch import PhotoFetcher
-from modq.pipeline.infer import Classifier, FloatArray, choose_providers
-from modq.policy.policy import Policy, worst
-from modq.settings import Settings
-from modq.store import verdicts as store
-
-log = logging.getLogger(__name__)
-
-Reader = Callable[[str], bytes]
-
-
-@dataclass
-class Runtime:
-    """Everything the pipeline needs, built once per worker process."""
-
-    settings: Settings
-    classifier: Classifier
-    policy: Policy
-    read: Reader
-    pool: ThreadPoolExecutor
-    engine: Any = None  # sqlalchemy Engine; None where nothing is stored (modq classify)
-    detectors: Sequence[Detector] = ()
-    banks: BankMatcher | None = None  # PDQ image banks + duplicate photos; needs the store
-    _closers: list[Callable[[], None]] = field(default_factory=list)
-
-    @classmethod
-    def build(
-        cls, settings: Settings, *, with_store: bool = True, read: Reader | None = None
-    ) -> Runtime:
-        """`read` replaces the fetcher's policy-checked reader (modq classify reads the
-        files its user named)."""
-        classifier = Classifier.from_path(settings.model_path, settings)
-        engine = store.make_engine(settings.database_url) if with_store else None
-        closers: list[Callable[[], None]] = []
-        if read is None:
-            fetcher = PhotoFetcher(settings)
-            read = fetcher.fetch
-            closers.append(fetcher.close)
-        policy = Policy.load(settings.policy_path)
-        providers = choose_providers(settings.providers, settings.gpu)
-        banks = None
-        if engine is not None and "banks" in settings.detectors:
-            banks = BankMatcher(engine, policy.detector_rules.banks.config(settings.bank_refresh_s))
-        rt = cls(
-            settings=settings,
-            classifier=classifier,
-            policy=policy,
-            read=read,
-            pool=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="modq-load"),
-            engine=engine,
-            detectors=build_detectors(settings.detectors, providers, settings.intra_op_threads),
-            banks=banks,
-        )
-        rt._closers += [*closers, rt.pool.shutdown]
-        if engine is not None:
-            rt._closers.append(engine.dispose)
-        return rt
-
-    @property
-    def min_side(self) -> int:
-        """Shorter side the decoder must keep: the model input or what a detector needs."""
-        return max(
-            [self.classifier.contract.preprocess.resize, *(d.min_side for d in self.detectors)]
-        )
-
-    def close(self) -> None:
-        for close in self._closers:
-            close()
-
-
-@dataclass
-class PhotoOutcome:
-    """One photo after loading and inference; `probs` is None when it could not be read."""
-
-    ref: str
-    probs: FloatArray | None = None
-    detectors: dict[str, float] = field(default_factory=dict)
-    error: PhotoError | None = None
-    fetch_ms: float = 0.0
-    decode_ms: float = 0.0
-    pdq: PhotoHash | None = None
-
-
-@dataclass
-class _Loaded:
-    key: int
-    ref: str
-    array: FloatArray | None
-    image: Image.Image | None
-    error: PhotoError | None
-    fetch_ms: float
-    decode_ms: float
-    pdq: PhotoHash | None = None
-
-
-def _load(key: int, ref: str, rt: Runtime) -> _Loaded:
-    spec = rt.classifier.contract.preprocess
-    t0 = t1 = time.perf_counter()
-    try:
-        data = rt.read(ref)
-        t1 = time.perf_counter()
-        decode_spec = spec.model_copy(update={"resize": rt.min_side})
-        image = decode_image(data, decode_spec, rt.settings.max_image_pixels)
-        array = preprocess(image, spec)
-    except PhotoError as exc:
-        return _Loaded(key, ref, None, None, exc, (t1 - t0) * 1e3, 0.0)
-    t2 = time.perf_counter()
-    pdq = None
-    if rt.banks is not None:
-        try:
-            pdq = pdq_hash(image)
-        except Exception:  # a hash failure only skips the bank check for this photo
-            log.warning("PDQ hash failed for %s", ref, exc_info=True)
-    return _Loaded(key, ref, array, image, None, (t1 - t0) * 1e3, (t2 - t1) * 1e3, pdq)
-
-
-def infer_photos(
-    refs: Sequence[str], rt: Runtime, categories: Sequence[str] | None = None
-) -> Iterator[tuple[int, PhotoOutcome]]:
-    """Load every photo on the pool and run the model on chunks as they become ready.
-
-    `categories` (the declared category of each ref) lets the policy switch detectors off per
-    category; without it every detector runs. Yields (position in `refs`, outcome) in
-    completion order.
-    """
-    futures: list[Future[_Loaded]] = [
-        rt.pool.submit(_load, i, ref, rt) for i, ref in enumerate(refs)
-    ]
-    ready: list[_Loaded] = []
-    for fut in as_completed(futures):
-        loaded = fut.result()
-        if loaded.error is not None:
-            yield (
-                loaded.key,
-                PhotoOutcome(loaded.ref, None, {}, loaded.error, loaded.fetch_ms, loaded.decode_ms),
-            )
-            continue
-        ready.append(loaded)
-        if len(ready) >= rt.settings.infer_batch:
-            yield from _run_chunk(ready, rt, categories)
-            ready = []
-    if ready:
-        yield from _run_chunk(ready, rt, categories)
-
-
-def _run_chunk(
-    chunk: list[_Loaded], rt: Runtime, categories: Sequence[str] | None = None
-) -> Iterator[tuple[int, PhotoOutcome]]:
-    batch = np.stack([item.array for item in chunk if item.array is not None])
-    prediction = rt.classifier.predict(batch)
-    scores: list[dict[str, float]] = [{} for _ in chunk]
-    for name, head in prediction.heads.items():
-        labels = rt.classifier.contract.detectors[name].labels
-        for row, photo_scores in zip(head, scores, strict=True):
-            photo_scores.update(
-                {f"{name}.{lbl}": round(float(s), 6) for lbl, s in zip(labels, row, strict=True)}
-            )
-    errors: list[PhotoError | None] = [None] * len(chunk)
-    rules = rt.policy.detector_rules
-    for detector in rt.detectors:
-        picked = [
-            i
-            for i, item in enumerate(chunk)
-            if item.image is not None
-            and (categories is None or rules.enabled(detector.name, categories[item.key]))
-        ]
-        images = [img for i in picked if (img := chunk[i].image) is not None]
-        for i, result in zip(picked, detector.score(images), strict=True):
-            if isinstance(result, Exception):
-                err = result if isinstance(result, PhotoError) else None
-                errors[i] = errors[i] or err or PhotoError(f"{detector.name}: {result}")
-            else:
-                scores[i].update({f"{detector.name}.{k}": round(v, 6) for k, v in result.items()})
-    for item, probs, photo_scores, error in zip(
-        chunk, prediction.probs, scores, errors, strict=True
-    ):
-        yield (
-            item.key,
-            PhotoOutcome(
-                item.ref,
-                probs if error is None else None,
-                photo_scores,
-                error,
-                item.fetch_ms,
-                item.decode_ms,
-                item.pdq,
-            ),
-        )
+from modq.errors import ConfigError, EventError, PhotoError
+from modq.pipeline.photos import PhotoOutcome, infer_photos
+from modq.pipeline.runtime import Runtime
 
 
 def moderate(events: Sequence[ListingEvent], rt: Runtime, source: Source = "new") -> list[Verdict]:
@@ -239,15 +46,15 @@ def moderate(events: Sequence[ListingEvent], rt: Runtime, source: Source = "new"
             if out.probs is not None:
                 rows.append(out.probs)
         probs = np.stack(rows) if rows else np.zeros((0, len(contract.labels)), np.float32)
-        cat = rt.policy.decide_category(event, photos, probs, contract.labels)
-        found, found_reasons = rt.policy.detector_rules.decide(event.declared_category, photos)
+        decided = rt.policy.decide(event, photos, probs, contract.labels)
+        cat = decided.category
         verdicts.append(
             Verdict(
                 listing_id=event.listing_id,
                 listing_version=event.listing_version,
                 declared_category=event.declared_category,
-                decision=worst(cat.decision, found),
-                reasons=[*cat.reasons, *found_reasons],
+                decision=decided.decision,
+                reasons=decided.reasons,
                 suggested=cat.suggested,
                 best_photo=cat.best_photo,
                 scores=cat.scores,
@@ -281,8 +88,9 @@ def _check_banks(
             where.append(out)
     if not hashes:
         return
-    for out, scores in zip(where, rt.banks.check(keys, hashes), strict=True):
-        out.detectors.update(scores)
+    for out, found in zip(where, rt.banks.check(keys, hashes), strict=True):
+        out.detectors.update(found.scores)
+        out.evidence.update(found.evidence)
 
 
 def _photo_result(
@@ -299,6 +107,7 @@ def _photo_result(
         top=[(labels[k], round(float(out.probs[k]), 6)) for k in order],
         declared_prob=round(float(out.probs[list(labels).index(event.declared_category)]), 6),
         detectors=out.detectors,
+        evidence=out.evidence,
         **timing,
     )
 
@@ -315,36 +124,19 @@ def parse_messages(
     """Validate message bodies again on receipt; bad ones become `RejectedEvent`s."""
     events, rejected = [], []
     for body in bodies:
-        raw = body.get("event", body)
         try:
-            events.append(parse_event(raw, labels))
+            events.append(parse_event(event_of(body), labels))
         except EventError as exc:
-            listing_id = raw.get("listing_id") if isinstance(raw, dict) else None
-            rejected.append(
-                RejectedEvent(
-                    stage="worker",
-                    reason=str(exc),
-                    payload=raw_text(raw),
-                    listing_id=str(listing_id) if listing_id is not None else None,
-                )
-            )
+            rejected.append(rejected_body(body, str(exc)))
     return events, rejected
-
-
-def latest_versions(events: Sequence[ListingEvent]) -> list[ListingEvent]:
-    """One event per listing (the highest version): a batch may hold redeliveries."""
-    newest: dict[str, ListingEvent] = {}
-    for event in events:
-        kept = newest.get(event.listing_id)
-        if kept is None or event.listing_version >= kept.listing_version:
-            newest[event.listing_id] = event
-    return list(newest.values())
 
 
 def handle_messages(bodies: Sequence[dict[str, Any]], rt: Runtime, source: Source) -> BatchOutcome:
     """Parse, moderate and store one batch of broker messages in one transaction."""
+    if rt.verdict_store is None:
+        raise ConfigError("this runtime has no verdict store: build it with stores")
     events, rejected = parse_messages(bodies, rt.classifier.contract.labels)
     events = latest_versions(events)
     verdicts = moderate(events, rt, source) if events else []
-    store.save_batch(rt.engine, events, verdicts, rejected)
+    rt.verdict_store.save_batch(events, verdicts, rejected)
     return BatchOutcome(verdicts, rejected)

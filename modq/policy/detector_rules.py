@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modq.domain.verdicts import Decision, PhotoResult
-
-if TYPE_CHECKING:
-    from modq.detectors.banks import BankConfig
+from modq.policy.combine import worst
 
 # The reason code per detector; banks name the bank in the code itself.
 REASON_CODES = {
@@ -75,13 +72,6 @@ class BankRules(BaseModel):
     min_quality: int = Field(50, ge=0, le=100)
     duplicate_window_days: float = Field(30.0, gt=0)
 
-    def config(self, refresh_s: float) -> BankConfig:
-        from modq.detectors.banks import BankConfig
-
-        return BankConfig(
-            self.max_distance, self.min_quality, self.duplicate_window_days, refresh_s
-        )
-
 
 class DetectorRules(BaseModel):
     """The detector half of the policy."""
@@ -121,9 +111,11 @@ class DetectorRules(BaseModel):
                     action, threshold = "review", limits.review
                 else:
                     continue
-                reasons.append(_reason(key, score, action, threshold, photo.index, self.banks))
-                if action == "reject" or decision == "approve":
-                    decision = action
+                reason = _reason(key, score, action, threshold, photo.index, self.banks)
+                if key in photo.evidence:
+                    reason += f": {photo.evidence[key]}"
+                reasons.append(reason)
+                decision = worst(decision, action)
         return decision, reasons
 
 

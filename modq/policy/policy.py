@@ -1,54 +1,38 @@
-"""The policy: turns model scores into approve / reject / review with machine-readable reasons.
+"""The policy: turns model and detector scores into approve / reject / review with
+machine-readable reasons.
 
 Thresholds live in a versioned TOML file (policies/default.toml), never in code, so trust
 and safety can tune them without a deploy of new code and every verdict records the policy
-version that produced it.
+version that produced it. The category rules are in `modq.policy.category`, the detector
+rules in `modq.policy.detector_rules`; `Policy.decide` combines them.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import tomllib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modq.domain.events import ListingEvent
-from modq.domain.verdicts import Decision, PhotoResult, Scored
+from modq.domain.verdicts import Decision, PhotoResult
 from modq.errors import ConfigError
+from modq.policy.category import CategoryDecision, CategoryRules, PhotoRules, decide_category
+from modq.policy.combine import worst
 from modq.policy.detector_rules import BankRules, DetectorRules, DetectorSwitch, LabelRules
 
-_SEVERITY: dict[Decision, int] = {"approve": 0, "review": 1, "reject": 2}
 
-
-class CategoryRules(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    match_threshold: float = Field(0.05, ge=0.0, le=1.0)
-    reject_threshold: float = Field(0.90, ge=0.0, le=1.0)
-    near_miss: Literal["review", "approve"] = "review"
-
-
-class PhotoRules(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    unreadable: Literal["review", "reject"] = "review"
-
-
-class CategoryDecision(BaseModel):
-    """The category half of a verdict, before detectors add their reasons."""
-
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True)
+class ListingDecision:
+    """The policy's answer for one listing: the category half and the detectors' reasons."""
 
     decision: Decision
     reasons: list[str]
-    scores: dict[str, float]
-    suggested: list[Scored]
-    best_photo: int | None
+    category: CategoryDecision
 
 
 class Policy(BaseModel):
@@ -86,76 +70,21 @@ class Policy(BaseModel):
         probs: npt.NDArray[np.float32],
         labels: Sequence[str],
     ) -> CategoryDecision:
-        """Aggregate the readable photos' probabilities (rows of `probs`, in the order of
-        the readable photos) and compare them with the declared category."""
-        decision: Decision = "approve"
-        reasons: list[str] = []
-        for photo in photos:
-            if not photo.ok:
-                decision = worst(decision, self.photos.unreadable)
-                reasons.append(f"{photo.error_code}: photo {photo.index}: {photo.error}")
+        """The category half alone (see `modq.policy.category.decide_category`)."""
+        return decide_category(self.category, self.photos, event, photos, probs, labels)
 
-        readable = [p for p in photos if p.ok]
-        if not readable:
-            reasons.append("no_readable_photos: nothing to classify")
-            return CategoryDecision(
-                decision=worst(decision, "review"),
-                reasons=reasons,
-                scores={},
-                suggested=[],
-                best_photo=None,
-            )
-
-        mean = pooled(probs)
-        scores = {label: round(float(p), 6) for label, p in zip(labels, mean, strict=True)}
-        order = np.argsort(-mean)
-        suggested = [(labels[i], round(float(mean[i]), 4)) for i in order[:3]]
-        declared = event.declared_category
-        col = list(labels).index(declared)
-        best_photo = readable[int(np.argmax(probs[:, col]))].index
-
-        top, p_top, p_declared = labels[order[0]], float(mean[order[0]]), float(mean[col])
-        rules = self.category
-        if top != declared and p_declared < rules.match_threshold:
-            detail = f"predicted {top} ({p_top:.2f}), declared {declared} ({p_declared:.2f})"
-            if macro(top) == macro(declared):
-                reasons.append(f"category_near_miss: {detail}")
-                decision = worst(decision, rules.near_miss)
-            else:
-                reasons.append(f"category_mismatch: {detail}")
-                decision = worst(
-                    decision, "reject" if p_top >= rules.reject_threshold else "review"
-                )
-        return CategoryDecision(
-            decision=decision,
-            reasons=reasons,
-            scores=scores,
-            suggested=suggested,
-            best_photo=best_photo,
+    def decide(
+        self,
+        event: ListingEvent,
+        photos: Sequence[PhotoResult],
+        probs: npt.NDArray[np.float32],
+        labels: Sequence[str],
+    ) -> ListingDecision:
+        """Both halves: the category decision and every detector hit; the worst one wins."""
+        category = self.decide_category(event, photos, probs, labels)
+        found, reasons = self.detector_rules.decide(event.declared_category, photos)
+        return ListingDecision(
+            decision=worst(category.decision, found),
+            reasons=[*category.reasons, *reasons],
+            category=category,
         )
-
-
-def pooled(probs: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    """One distribution for a listing from its photos' rows: the renormalised geometric mean.
-
-    Each photo is independent evidence, so three photos that each give the declared category
-    1e-3 say less for it than the arithmetic mean (which one ambiguous photo dominates) would.
-    For a single photo it is that photo's distribution, so thresholds calibrated on single
-    photos keep their meaning.
-    """
-    logs = np.log(np.clip(probs.astype(np.float64), 1e-12, 1.0)).mean(axis=0)
-    weights = np.exp(logs - logs.max())
-    return weights / weights.sum()  # type: ignore[no-any-return]
-
-
-def macro(category: str) -> str:
-    return category.split(".", 1)[0]
-
-
-def worst(a: Decision, b: Decision) -> Decision:
-    return a if _SEVERITY[a] >= _SEVERITY[b] else b
-
-
-def category_matches(pattern: str, category: str) -> bool:
-    """Glob match used by per-category exceptions ("fashion.*")."""
-    return fnmatch.fnmatchcase(category, pattern)

@@ -1,99 +1,70 @@
-"""Image banks and photo hashes in the database (tables made by migration 0002_image_banks).
+"""Image banks and photo hashes in the database (tables in `modq.store.schema`).
 
-Banks are named sets of PDQ hashes of photos the marketplace has banned; `modq bank` edits
-them, and workers load them into memory (see `modq.detectors.banks`). `photo_hashes` holds
+Banks are named sets of PDQ hashes of photos the marketplace has banned, each hash with the
+content id and note of the list it came from; `modq bank` edits them (banks and single hashes
+can be disabled without being deleted), and workers load the enabled ones into memory (see
+`modq.detectors.banks`). `photo_hashes` holds
 the hash of every moderated photo with its seller, for the duplicate-photo check.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
-from modq.errors import ConfigError
+from modq.errors import NotFoundError
+from modq.store.database import dialect_insert as _insert
 from modq.store.database import unavailable
-from modq.store.schema import NAMING_CONVENTION
-
-metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
-BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-Timestamp = sa.DateTime(timezone=True)
-
-image_banks = sa.Table(
-    "image_banks",
-    metadata,
-    sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column("name", sa.Text, nullable=False, unique=True),
-    sa.Column("description", sa.Text),
-    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
-)
-bank_hashes = sa.Table(
-    "bank_hashes",
-    metadata,
-    sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column(
-        "bank_id", BigId, sa.ForeignKey("image_banks.id", ondelete="CASCADE"), nullable=False
-    ),
-    sa.Column("hash", sa.LargeBinary(32), nullable=False),
-    sa.Column("quality", sa.Integer, nullable=False),
-    sa.Column("source", sa.Text),
-    sa.Column("added_at", Timestamp, nullable=False, server_default=sa.func.now()),
-    sa.UniqueConstraint("bank_id", "hash"),
-)
-photo_hashes = sa.Table(
-    "photo_hashes",
-    metadata,
-    sa.Column("listing_id", sa.Text, primary_key=True),
-    sa.Column("photo_index", sa.Integer, primary_key=True),
-    sa.Column("listing_version", sa.Integer, nullable=False),
-    sa.Column("seller_id", sa.Text),
-    sa.Column("hash", sa.LargeBinary(32), nullable=False),
-    sa.Column("quality", sa.Integer, nullable=False),
-    sa.Column("seen_at", Timestamp, nullable=False, server_default=sa.func.now()),
-)
+from modq.store.interface import BankEntry, BankHash, PhotoHashRow
+from modq.store.schema import bank_hashes, image_banks, photo_hashes
 
 
-@dataclass(frozen=True)
-class BankEntry:
-    hash: bytes
-    quality: int
-    source: str | None = None
+def _bank_id(conn: sa.Connection, bank: str) -> int:
+    bank_id = conn.execute(
+        sa.select(image_banks.c.id).where(image_banks.c.name == bank)
+    ).scalar_one_or_none()
+    if bank_id is None:
+        raise NotFoundError(f"no bank named {bank!r}")
+    return int(bank_id)
 
 
-@dataclass(frozen=True)
-class PhotoHashRow:
-    listing_id: str
-    photo_index: int
-    listing_version: int
-    seller_id: str | None
-    hash: bytes
-    quality: int
-
-
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    if conn.dialect.name == "sqlite":
-        return sqlite.insert(table)
-    raise ConfigError(f"unsupported database {conn.dialect.name!r}: use PostgreSQL or SQLite")
+def _selected(
+    bank_id: int, hashes: Sequence[bytes] | None, content_ids: Sequence[str] | None
+) -> Any:
+    """The rows of `bank_id` with one of `hashes` or one of `content_ids` (all when both None)."""
+    where: Any = bank_hashes.c.bank_id == bank_id
+    picks = []
+    if hashes:
+        picks.append(bank_hashes.c.hash.in_(list(hashes)))
+    if content_ids:
+        picks.append(bank_hashes.c.content_id.in_(list(content_ids)))
+    if hashes is not None or content_ids is not None:
+        where = sa.and_(where, sa.or_(sa.false(), *picks))
+    return where
 
 
 def add_to_bank(engine: Engine, bank: str, entries: Sequence[BankEntry]) -> int:
-    """Create `bank` if needed and add the hashes; returns how many were new."""
+    """Add the hashes to `bank`, creating it; returns how many were new (a hash already in the
+    bank keeps its row). Nothing to add creates nothing: no empty bank appears by accident."""
+    if not entries:
+        return 0
     with unavailable(f"adding to bank {bank}"), engine.begin() as conn:
         conn.execute(_insert(conn, image_banks).values(name=bank).on_conflict_do_nothing())
-        bank_id = conn.execute(
-            sa.select(image_banks.c.id).where(image_banks.c.name == bank)
-        ).scalar_one()
-        if not entries:
-            return 0
+        bank_id = _bank_id(conn, bank)
         rows = [
-            {"bank_id": bank_id, "hash": e.hash, "quality": e.quality, "source": e.source}
+            {
+                "bank_id": bank_id,
+                "hash": e.hash,
+                "quality": e.quality,
+                "source": e.source,
+                "content_id": e.content_id,
+                "note": e.note,
+                "enabled": e.enabled,
+            }
             for e in entries
         ]
         stmt = _insert(conn, bank_hashes).on_conflict_do_nothing().returning(bank_hashes.c.id)
@@ -101,10 +72,17 @@ def add_to_bank(engine: Engine, bank: str, entries: Sequence[BankEntry]) -> int:
 
 
 def list_banks(engine: Engine) -> list[dict[str, Any]]:
-    """Every bank with its hash count, by name."""
+    """Every bank with its hash count (and how many are disabled), by name."""
     count = sa.func.count(bank_hashes.c.id)
+    disabled = sa.func.count(bank_hashes.c.id).filter(bank_hashes.c.enabled == sa.false())
     query = (
-        sa.select(image_banks.c.name, image_banks.c.created_at, count.label("hashes"))
+        sa.select(
+            image_banks.c.name,
+            image_banks.c.created_at,
+            image_banks.c.enabled,
+            count.label("hashes"),
+            disabled.label("disabled"),
+        )
         .select_from(image_banks.outerjoin(bank_hashes))
         .group_by(image_banks.c.id)
         .order_by(image_banks.c.name)
@@ -113,37 +91,67 @@ def list_banks(engine: Engine) -> list[dict[str, Any]]:
         return [dict(row._mapping) for row in conn.execute(query)]
 
 
-def remove_from_bank(engine: Engine, bank: str, hashes: Sequence[bytes] | None = None) -> int:
-    """Delete the given hashes from `bank`, or the whole bank when `hashes` is None.
+def bank_entries(engine: Engine, bank: str) -> list[BankEntry]:
+    """Every hash of `bank` with its provenance, in the order they were added."""
+    cols = bank_hashes.c
+    with unavailable(f"reading bank {bank}"), engine.connect() as conn:
+        query = sa.select(
+            cols.hash, cols.quality, cols.source, cols.content_id, cols.note, cols.enabled
+        ).where(cols.bank_id == _bank_id(conn, bank))
+        rows = conn.execute(query.order_by(cols.id)).all()
+    return [BankEntry(bytes(r[0]), r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
 
-    Returns the number of hashes removed; raises ConfigError when the bank does not exist.
-    """
+
+def remove_from_bank(
+    engine: Engine,
+    bank: str,
+    hashes: Sequence[bytes] | None = None,
+    content_ids: Sequence[str] | None = None,
+) -> int:
+    """Delete the given hashes (by hash or content id) from `bank`, or the whole bank when both
+    are None. Returns the number of hashes removed; NotFoundError when there is no such bank."""
     with unavailable(f"removing from bank {bank}"), engine.begin() as conn:
-        bank_id = conn.execute(
-            sa.select(image_banks.c.id).where(image_banks.c.name == bank)
-        ).scalar_one_or_none()
-        if bank_id is None:
-            raise ConfigError(f"no bank named {bank!r}")
-        where = bank_hashes.c.bank_id == bank_id
-        if hashes is not None:
-            where = sa.and_(where, bank_hashes.c.hash.in_(list(hashes)))
+        bank_id = _bank_id(conn, bank)
+        where = _selected(bank_id, hashes, content_ids)
         removed = conn.execute(sa.delete(bank_hashes).where(where)).rowcount
-        if hashes is None:
+        if hashes is None and content_ids is None:
             conn.execute(sa.delete(image_banks).where(image_banks.c.id == bank_id))
         return int(removed)
 
 
-def load_bank_hashes(engine: Engine, min_quality: int) -> tuple[list[bytes], list[str]]:
-    """Every usable bank hash and the name of its bank, in id order."""
+def set_enabled(
+    engine: Engine,
+    bank: str,
+    enabled: bool,
+    hashes: Sequence[bytes] | None = None,
+    content_ids: Sequence[str] | None = None,
+) -> int:
+    """Switch the given hashes of `bank` on or off (returns how many matched), or the bank
+    itself when both are None (returns 1)."""
+    with unavailable(f"switching bank {bank}"), engine.begin() as conn:
+        bank_id = _bank_id(conn, bank)
+        if hashes is None and content_ids is None:
+            table = image_banks
+            conn.execute(sa.update(table).where(table.c.id == bank_id).values(enabled=enabled))
+            return 1
+        where = _selected(bank_id, hashes, content_ids)
+        return int(
+            conn.execute(sa.update(bank_hashes).where(where).values(enabled=enabled)).rowcount
+        )
+
+
+def load_bank_hashes(engine: Engine, min_quality: int) -> list[BankHash]:
+    """Every usable hash (enabled, of an enabled bank, quality >= `min_quality`), in id order."""
+    cols = bank_hashes.c
     query = (
-        sa.select(bank_hashes.c.hash, image_banks.c.name)
+        sa.select(cols.hash, image_banks.c.name, cols.content_id, cols.note)
         .join(image_banks)
-        .where(bank_hashes.c.quality >= min_quality)
-        .order_by(bank_hashes.c.id)
+        .where(cols.quality >= min_quality, cols.enabled, image_banks.c.enabled)
+        .order_by(cols.id)
     )
     with unavailable("loading image banks"), engine.connect() as conn:
         rows = conn.execute(query).all()
-    return [bytes(r[0]) for r in rows], [str(r[1]) for r in rows]
+    return [BankHash(bytes(r[0]), str(r[1]), r[2], r[3]) for r in rows]
 
 
 def save_photo_hashes(engine: Engine, rows: Sequence[PhotoHashRow]) -> None:
@@ -175,3 +183,21 @@ def load_recent_photo_hashes(
     )
     with unavailable("loading recent photo hashes"), engine.connect() as conn:
         return [(bytes(h), s, str(lid)) for h, s, lid in conn.execute(query)]
+
+
+class SqlBankStore:
+    """`BankStore` on a SQLAlchemy engine: what the worker's `BankMatcher` is given."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def load_bank_hashes(self, min_quality: int) -> list[BankHash]:
+        return load_bank_hashes(self.engine, min_quality)
+
+    def load_recent_photo_hashes(
+        self, since: datetime, min_quality: int
+    ) -> list[tuple[bytes, str | None, str]]:
+        return load_recent_photo_hashes(self.engine, since, min_quality)
+
+    def save_photo_hashes(self, rows: Sequence[PhotoHashRow]) -> None:
+        save_photo_hashes(self.engine, rows)

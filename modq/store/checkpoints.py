@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,15 +19,36 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from modq.backfill.selection import Counts, Page
+from modq.domain.verdicts import RejectedEvent
 from modq.errors import BackfillError
-from modq.store.database import clean_text, unavailable
-from modq.store.schema import backfill_jobs, rejected_events
+from modq.store.database import unavailable
+from modq.store.schema import backfill_jobs
+from modq.store.verdicts import insert_rejected
 
 
 def default_job_name(spec: dict[str, Any]) -> str:
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
     return "backfill-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Counts:
+    """A job's counters: what happened to each listing or line it went through."""
+
+    queued: int = 0
+    skipped: int = 0  # could not be queued: invalid event or stored row, unknown listing id
+    already_current: int = 0
+    not_selected: int = 0  # export-file lines outside --category/--since/--until
+
+    @property
+    def done(self) -> int:
+        return self.queued + self.skipped + self.already_current + self.not_selected
+
+    def add(self, other: Counts) -> None:
+        self.queued += other.queued
+        self.skipped += other.skipped
+        self.already_current += other.already_current
+        self.not_selected += other.not_selected
 
 
 @dataclass
@@ -66,7 +87,16 @@ def job_lock(engine: Engine, name: str) -> Iterator[None]:
                 conn.invalidate()
 
 
-def load_job(
+def start_job(
+    engine: Engine, name: str, spec: dict[str, Any], restart: bool, write: bool
+) -> JobState:
+    """The job's checkpoint to resume from; a new (or restarted) job's row is written unless
+    `write` is false (a dry run)."""
+    with unavailable("starting the backfill job"), engine.begin() as conn:
+        return _load_job(conn, name, spec, restart, write)
+
+
+def _load_job(
     conn: Connection, name: str, spec: dict[str, Any], restart: bool, write: bool
 ) -> JobState:
     row = conn.execute(sa.select(backfill_jobs).where(backfill_jobs.c.name == name)).first()
@@ -110,10 +140,17 @@ def load_job(
     return JobState(Counts(), None, None, finished=False, resumed=False)
 
 
-def advance_checkpoint(engine: Engine, name: str, page: Page) -> None:
+def advance_checkpoint(
+    engine: Engine,
+    name: str,
+    c: Counts,
+    *,
+    last_listing_id: str | None,
+    last_line: int | None,
+    rejected: Sequence[RejectedEvent],
+) -> None:
     """Move the cursor past a published page, in the same transaction as its counts and its
     rejected events: after a kill, either all of them moved or none did."""
-    c = page.counts
     values: dict[str, Any] = {
         "queued": backfill_jobs.c.queued + c.queued,
         "skipped": backfill_jobs.c.skipped + c.skipped,
@@ -121,24 +158,12 @@ def advance_checkpoint(engine: Engine, name: str, page: Page) -> None:
         "not_selected": backfill_jobs.c.not_selected + c.not_selected,
         "updated_at": sa.func.now(),
     }
-    if page.last_listing_id is not None:
-        values["last_listing_id"] = page.last_listing_id
-    if page.last_line is not None:
-        values["last_line"] = page.last_line
+    if last_listing_id is not None:
+        values["last_listing_id"] = last_listing_id
+    if last_line is not None:
+        values["last_line"] = last_line
     with unavailable("advancing the backfill checkpoint"), engine.begin() as conn:
-        if page.rejected:
-            conn.execute(
-                sa.insert(rejected_events),
-                [
-                    {
-                        "stage": r.stage,
-                        "reason": clean_text(r.reason),
-                        "payload": clean_text(r.payload),
-                        "listing_id": clean_text(r.listing_id),
-                    }
-                    for r in page.rejected
-                ],
-            )
+        insert_rejected(conn, rejected)
         conn.execute(sa.update(backfill_jobs).where(backfill_jobs.c.name == name).values(**values))
 
 

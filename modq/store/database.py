@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,13 @@ from alembic import command
 from alembic.config import Config
 from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
 
-from modq.errors import StoreUnavailable
+from modq.domain.events import as_utc
+from modq.errors import ConfigError, StoreUnavailable
+
+__all__ = ["Engine", "as_utc", "make_engine", "migrate", "unavailable"]
 from modq.settings import REPO_ROOT
 
 _TRANSIENT = (
@@ -67,11 +71,6 @@ def json_dumps(obj: Any) -> str:
 def clean_text(value: str | None) -> str | None:
     """PostgreSQL text cannot hold NUL: replace it rather than fail the whole batch."""
     return None if value is None else value.replace("\x00", "\ufffd")
-
-
-def as_utc(value: datetime) -> datetime:
-    # SQLite keeps only the wall-clock digits, so every stored time is UTC.
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -141,3 +140,25 @@ def downgrade(url: str, revision: str) -> None:
     """Take the database at `url` down to `revision` ("base" removes every table)."""
     with unavailable(f"downgrading to {revision}"):
         command.downgrade(alembic_config(url), revision)
+
+
+def dialect_insert(conn: Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which offers ON CONFLICT (both PostgreSQL and SQLite do)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise ConfigError(f"unsupported database {conn.dialect.name!r}: use PostgreSQL or SQLite")
+
+
+def database_answers(url: str, timeout_s: int = 2) -> bool:
+    """Whether a connection to `url` can be opened now (the demo's fallback choice)."""
+    is_pg = make_url(url).get_backend_name() == "postgresql"
+    engine = sa.create_engine(url, connect_args={"connect_timeout": timeout_s} if is_pg else {})
+    try:
+        with engine.connect():
+            return True
+    except sa_exc.SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()

@@ -6,15 +6,15 @@ which keeps every row (the current one and the older ones kept for audit).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from modq.errors import UsageError
 from modq.store.database import unavailable
-from modq.store.schema import DECISIONS, verdicts
+from modq.store.schema import verdicts
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Side:
         if self.policy_version is not None:
             conds.append(verdicts.c.policy_version == self.policy_version)
         if not conds:
-            raise ValueError("a side needs a model version, a policy version or both")
+            raise UsageError("a side needs a model version, a policy version or both")
         return conds
 
 
@@ -87,32 +87,3 @@ def _columns() -> tuple[sa.ColumnElement[Any], ...]:
         verdicts.c.declared_category,
         verdicts.c.decision,
     )
-
-
-def format_diff(rows: list[dict[str, Any]], old: str, new: str) -> list[str]:
-    """A per-category table of transitions for a terminal, with the changed share."""
-    if not rows:
-        return [f"no listing has verdicts under both {old} and {new}"]
-    order = {d: i for i, d in enumerate(DECISIONS)}
-    by_category: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_category[row["category"]].append(row)
-    width = max(20, *(len(c) for c in by_category))
-    lines = [f"{old} → {new}", "", f"{'category':<{width}}  {'from':<8}    {'to':<8}  listings"]
-    lines.append("-" * len(lines[-1]))
-    total = changed = 0
-    for category in sorted(by_category):
-        group = sorted(by_category[category], key=lambda r: (order[r["from"]], order[r["to"]]))
-        n = sum(r["listings"] for r in group)
-        moved = sum(r["listings"] for r in group if r["from"] != r["to"])
-        total, changed = total + n, changed + moved
-        for i, row in enumerate(group):
-            name = category if i == 0 else ""
-            arrow = "→" if row["from"] != row["to"] else "="
-            lines.append(
-                f"{name:<{width}}  {row['from']:<8} {arrow}  {row['to']:<8}  {row['listings']:>8}"
-            )
-        lines.append(f"{'':<{width}}  changed {moved} of {n} ({moved / n:.1%})")
-    lines.append("")
-    lines.append(f"{changed} of {total} listings changed decision ({changed / total:.1%})")
-    return lines

@@ -12,6 +12,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from modq.domain.review import FINAL_DECISIONS, HUMAN_DECISIONS, ROLES
+from modq.domain.verdicts import DECISIONS, SOURCES, STAGES
+
 # Names every constraint and index predictably, so migrations can refer to them by name.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -28,10 +31,6 @@ Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 # BIGINT identity on PostgreSQL; on SQLite only "INTEGER PRIMARY KEY" autoincrements.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Timestamp = sa.DateTime(timezone=True)
-
-DECISIONS = ("approve", "reject", "review")
-SOURCES = ("new", "backfill")
-STAGES = ("submit", "worker")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -126,3 +125,141 @@ backfill_jobs = sa.Table(
     sa.Column("updated_at", Timestamp, nullable=False, server_default=sa.func.now()),
     sa.Column("finished_at", Timestamp),
 )
+
+# Image banks (migration 0002_image_banks): named sets of PDQ hashes of banned photos, and the
+# hash of every moderated photo with its seller for the duplicate-photo check. Provenance and
+# switches (migration 0006_bank_provenance): each hash's content id and note as the exchange
+# that published it gave them, and `enabled` on banks and hashes (disabled ones never match).
+
+image_banks = sa.Table(
+    "image_banks",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("description", sa.Text),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+)
+bank_hashes = sa.Table(
+    "bank_hashes",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "bank_id", BigId, sa.ForeignKey("image_banks.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("quality", sa.Integer, nullable=False),
+    sa.Column("source", sa.Text),
+    sa.Column("added_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.Column("content_id", sa.Text),
+    sa.Column("note", sa.Text),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.UniqueConstraint("bank_id", "hash"),
+    # `modq bank remove|disable --content-id`.
+    sa.Index(None, "bank_id", "content_id"),
+)
+photo_hashes = sa.Table(
+    "photo_hashes",
+    metadata,
+    sa.Column("listing_id", sa.Text, primary_key=True),
+    sa.Column("photo_index", sa.Integer, primary_key=True),
+    sa.Column("listing_version", sa.Integer, nullable=False),
+    sa.Column("seller_id", sa.Text),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("quality", sa.Integer, nullable=False),
+    sa.Column("seen_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    # The worker loads the recent window (duplicate photos) by this column.
+    sa.Index(None, "seen_at"),
+)
+
+
+# ---- Moderator review console (migration 0005_console, docs/console.md) ------------------
+# Accounts, the review queue with its leases, the append-only audit of human decisions and
+# each listing's final (human) decision, side by side with the machine's verdicts.
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False),  # argon2id, PHC string
+    sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until", Timestamp),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint(_in("role", ROLES), name="role"),
+)
+
+# One row per listing that a `review` verdict sent to a moderator. `claimed_by` and
+# `claimed_until` are the lease: a claim takes the row with FOR UPDATE SKIP LOCKED, and an
+# expired lease puts it back in the queue. `decided_at` set: the job is done.
+review_jobs = sa.Table(
+    "review_jobs",
+    metadata,
+    sa.Column("listing_id", sa.Text, sa.ForeignKey("listings.listing_id"), primary_key=True),
+    sa.Column("verdict_id", BigId, sa.ForeignKey("verdicts.id"), nullable=False),
+    sa.Column("queue", sa.Text, nullable=False),
+    sa.Column("severity", sa.Integer, nullable=False),
+    sa.Column("enqueued_at", Timestamp, nullable=False),
+    sa.Column("claimed_by", sa.Text),
+    sa.Column("claimed_until", Timestamp),
+    sa.Column("decided_at", Timestamp),
+    # The pending part of each queue in claim order (severity, then age, then id: the whole
+    # ORDER BY, so a claim or a queue page reads the first rows and sorts nothing).
+    sa.Index(
+        "ix_review_jobs_pending",
+        "queue",
+        sa.text("severity DESC"),
+        "enqueued_at",
+        "listing_id",
+        postgresql_where=sa.text("decided_at IS NULL"),
+        sqlite_where=sa.text("decided_at IS NULL"),
+    ),
+    # Leases in force (the "being reviewed" counts, a moderator's own claim).
+    sa.Index(
+        "ix_review_jobs_leased",
+        "claimed_until",
+        "claimed_by",
+        postgresql_where=sa.text("decided_at IS NULL"),
+        sqlite_where=sa.text("decided_at IS NULL"),
+    ),
+)
+
+# Append-only audit: who decided what, when, about which verdict (never updated or deleted).
+reviews = sa.Table(
+    "reviews",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("listing_id", sa.Text, sa.ForeignKey("listings.listing_id"), nullable=False),
+    sa.Column("verdict_id", BigId, sa.ForeignKey("verdicts.id"), nullable=False),
+    sa.Column("moderator", sa.Text, nullable=False),
+    sa.Column("decision", sa.Text, nullable=False),
+    sa.Column("reason_code", sa.Text),
+    sa.Column("new_category", sa.Text),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("policy_version", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint(_in("decision", HUMAN_DECISIONS), name="decision"),
+    sa.Index(None, "listing_id", "created_at"),
+    sa.Index(None, "moderator", "created_at"),
+    sa.Index(None, "created_at"),
+)
+
+# The listing's final decision: the latest settling review (approve/reject/recategorise).
+listing_decisions = sa.Table(
+    "listing_decisions",
+    metadata,
+    sa.Column("listing_id", sa.Text, sa.ForeignKey("listings.listing_id"), primary_key=True),
+    sa.Column("review_id", BigId, sa.ForeignKey("reviews.id"), nullable=False),
+    sa.Column("final_decision", sa.Text, nullable=False),
+    sa.Column("final_category", sa.Text, nullable=False),
+    sa.Column("reason_code", sa.Text),
+    sa.Column("decided_by", sa.Text, nullable=False),
+    sa.Column("decided_at", Timestamp, nullable=False),
+    sa.CheckConstraint(_in("final_decision", FINAL_DECISIONS), name="final_decision"),
+    sa.Index(None, "final_decision", "decided_at"),
+    sa.Index(None, "decided_at"),
+)
+
+# Console search by seller.
+sa.Index("ix_listings_seller_id", listings.c.seller_id)

@@ -15,25 +15,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from modq.domain.events import ListingEvent
+from modq.domain.events import ListingEvent, latest_versions
 from modq.domain.verdicts import RejectedEvent, Verdict
-from modq.errors import ConfigError
-from modq.store.database import as_utc, clean_text, downgrade, make_engine, migrate, unavailable
-from modq.store.schema import DECISIONS, listings, rejected_events, verdicts
-
-__all__ = [
-    "count_verdicts",
-    "downgrade",
-    "list_rejected",
-    "make_engine",
-    "migrate",
-    "query_verdicts",
-    "record_rejected",
-    "save_batch",
-]
+from modq.store.database import as_utc, clean_text, unavailable
+from modq.store.database import dialect_insert as _insert
+from modq.store.reviews import file_review_jobs
+from modq.store.schema import listings, rejected_events, verdicts
 
 # Rows are passed to execute() as a list: SQLAlchemy's "insertmanyvalues" sends each chunk as
 # ONE multi-row INSERT ... ON CONFLICT ... RETURNING, compiled once and cached (a .values(list)
@@ -49,15 +38,6 @@ _LISTING_DATA = (
 )  # fmt: skip
 
 VerdictKey = tuple[str, int, str, str]
-
-
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    """The dialect's INSERT, which offers ON CONFLICT (both PostgreSQL and SQLite do)."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    if conn.dialect.name == "sqlite":
-        return sqlite.insert(table)
-    raise ConfigError(f"unsupported database {conn.dialect.name!r}: use PostgreSQL or SQLite")
 
 
 def _chunks(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -113,11 +93,7 @@ def _key(verdict: Verdict) -> VerdictKey:
 def _upsert_listings(
     conn: Connection, events: Sequence[ListingEvent], batch: Sequence[Verdict]
 ) -> None:
-    newest: dict[str, ListingEvent] = {}
-    for event in events:
-        seen = newest.get(event.listing_id)
-        if seen is None or event.listing_version >= seen.listing_version:
-            newest[event.listing_id] = event
+    newest = {event.listing_id: event for event in latest_versions(events)}
     rows = {lid: _listing_row(event) for lid, event in newest.items()}
     now = datetime.now(UTC)
     for verdict in batch:  # a verdict whose event was not passed in still needs its listing
@@ -190,7 +166,8 @@ def _promote_current(conn: Connection, listing_ids: set[str]) -> None:
         )
 
 
-def _insert_rejected(conn: Connection, rejected: Sequence[RejectedEvent]) -> None:
+def insert_rejected(conn: Connection, rejected: Sequence[RejectedEvent]) -> None:
+    """Add rejected events inside the caller's transaction (the one place that writes them)."""
     rows = [
         {
             "stage": r.stage,
@@ -219,8 +196,9 @@ def save_batch(
     with unavailable(f"saving {len(verdicts)} verdicts"), engine.begin() as conn:
         _upsert_listings(conn, events, verdicts)
         ids = _upsert_verdicts(conn, verdicts)
-        _insert_rejected(conn, rejected)
+        insert_rejected(conn, rejected)
         _promote_current(conn, {_key(v)[0] for v in verdicts})
+        file_review_jobs(conn, {_key(v)[0] for v in verdicts})  # the console's review queue
     return [ids[_key(v)] for v in verdicts]
 
 
@@ -229,108 +207,22 @@ def record_rejected(engine: Engine, rejected: Sequence[RejectedEvent]) -> None:
     if not rejected:
         return
     with unavailable(f"recording {len(rejected)} rejected events"), engine.begin() as conn:
-        _insert_rejected(conn, rejected)
+        insert_rejected(conn, rejected)
 
 
-# --- queries -----------------------------------------------------------------------------------
+class SqlVerdictStore:
+    """`VerdictStore` on a SQLAlchemy engine: what the worker's pipeline writes through."""
 
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
-def _filtered(
-    select: sa.Select[Any],
-    *,
-    decision: str | None,
-    category: str | None,
-    since: datetime | None,
-    listing: str | None,
-    current_only: bool,
-) -> sa.Select[Any]:
-    if decision is not None and decision not in DECISIONS:
-        raise ValueError(f"unknown decision {decision!r}: one of {', '.join(DECISIONS)}")
-    if current_only:
-        on = listings.c.current_verdict_id == verdicts.c.id
-    else:
-        on = listings.c.listing_id == verdicts.c.listing_id
-    select = select.select_from(verdicts.join(listings, on))
-    if decision is not None:
-        select = select.where(verdicts.c.decision == decision)
-    if category is not None:
-        select = select.where(verdicts.c.declared_category == category)
-    if since is not None:
-        select = select.where(verdicts.c.created_at >= as_utc(since))
-    if listing is not None:
-        select = select.where(verdicts.c.listing_id == listing)
-    return select
+    def save_batch(
+        self,
+        events: Sequence[ListingEvent],
+        verdicts: Sequence[Verdict],
+        rejected: Sequence[RejectedEvent] = (),
+    ) -> list[int]:
+        return save_batch(self.engine, events, verdicts, rejected)
 
-
-def _verdict_dict(row: sa.Row[Any]) -> dict[str, Any]:
-    out = dict(row._mapping)
-    out["suggested"] = [tuple(pair) for pair in out["suggested"]]
-    out["created_at"] = as_utc(out["created_at"])
-    out["current"] = bool(out["current"])
-    return out
-
-
-def query_verdicts(
-    engine: Engine,
-    *,
-    decision: str | None = None,
-    category: str | None = None,
-    since: datetime | None = None,
-    listing: str | None = None,
-    limit: int = 100,
-    current_only: bool = True,
-) -> list[dict[str, Any]]:
-    """Verdicts newest first: each listing's current one, or every row (`current_only=False`).
-
-    `limit=0` returns all matches.
-    """
-    columns = [c for c in verdicts.c]
-    current = (listings.c.current_verdict_id == verdicts.c.id).label("current")
-    select = _filtered(
-        sa.select(*columns, listings.c.title, current),
-        decision=decision,
-        category=category,
-        since=since,
-        listing=listing,
-        current_only=current_only,
-    ).order_by(verdicts.c.created_at.desc(), verdicts.c.id.desc())
-    if limit > 0:
-        select = select.limit(limit)
-    with unavailable("querying verdicts"), engine.connect() as conn:
-        return [_verdict_dict(row) for row in conn.execute(select)]
-
-
-def count_verdicts(
-    engine: Engine,
-    *,
-    decision: str | None = None,
-    category: str | None = None,
-    since: datetime | None = None,
-    listing: str | None = None,
-    current_only: bool = True,
-) -> int:
-    """How many verdicts `query_verdicts(..., limit=0)` would return."""
-    select = _filtered(
-        sa.select(sa.func.count()),
-        decision=decision,
-        category=category,
-        since=since,
-        listing=listing,
-        current_only=current_only,
-    )
-    with unavailable("counting verdicts"), engine.connect() as conn:
-        return int(conn.execute(select).scalar_one())
-
-
-def list_rejected(engine: Engine, *, limit: int = 100) -> list[dict[str, Any]]:
-    """Rejected events newest first (`limit=0`: all)."""
-    select = sa.select(rejected_events).order_by(
-        rejected_events.c.received_at.desc(), rejected_events.c.id.desc()
-    )
-    if limit > 0:
-        select = select.limit(limit)
-    with unavailable("listing rejected events"), engine.connect() as conn:
-        rows = [dict(row._mapping) for row in conn.execute(select)]
-    for row in rows:
-        row["received_at"] = as_utc(row["received_at"])
-    return rows
+    def record_rejected(self, rejected: Sequence[RejectedEvent]) -> None:
+        record_rejected(self.engine, rejected)

@@ -12,24 +12,24 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from modq.domain.events import raw_text
-from modq.domain.verdicts import RejectedEvent, Source
-from modq.errors import RetryableError
+from modq.domain.envelope import rejected, source_of
+from modq.domain.verdicts import Source
+from modq.errors import ConfigError, RetryableError
 from modq.ingest.publish import retry_later
-from modq.pipeline.moderate import Runtime, handle_messages
-from modq.store import verdicts as store
+from modq.pipeline.moderate import handle_messages
+from modq.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def run_batch(items: Sequence[tuple[dict[str, Any], dict[str, Any]]], rt: Runtime) -> None:
-    """`items` are (message body, delivery info) pairs; backfill and new work are stored with
-    their source so verdict history shows why a listing was re-moderated."""
+def run_batch(bodies: Sequence[dict[str, Any]], rt: Runtime) -> None:
+    """Moderate and store message bodies; backfill and new work are stored with their source
+    so verdict history shows why a listing was re-moderated."""
     by_source: dict[Source, list[dict[str, Any]]] = defaultdict(list)
-    for body, _delivery in items:
-        by_source["backfill" if body.get("source") == "backfill" else "new"].append(body)
-    for source, bodies in by_source.items():
-        _process(bodies, rt, source)
+    for body in bodies:
+        by_source[source_of(body)].append(body)
+    for source, group in by_source.items():
+        _process(group, rt, source)
 
 
 def _process(bodies: list[dict[str, Any]], rt: Runtime, source: Source) -> None:
@@ -56,15 +56,9 @@ def _process(bodies: list[dict[str, Any]], rt: Runtime, source: Source) -> None:
 
 
 def _reject(body: dict[str, Any], rt: Runtime, reason: str) -> None:
-    raw = body.get("event", body)
-    listing_id = raw.get("listing_id") if isinstance(raw, dict) else None
-    rejected = RejectedEvent(
-        stage="worker",
-        reason=reason,
-        payload=raw_text(raw),
-        listing_id=str(listing_id) if listing_id is not None else None,
-    )
+    if rt.verdict_store is None:
+        raise ConfigError("this runtime has no verdict store: build it with stores")
     try:
-        store.record_rejected(rt.engine, [rejected])
+        rt.verdict_store.record_rejected([rejected(body, reason)])
     except RetryableError as exc:
         retry_later([body], rt.settings, str(exc))

@@ -1,0 +1,253 @@
+"""Review console latency on a large table: queue page, claim, search by seller, concurrency.
+
+    .venv/bin/python bench/bench_console.py                 # 1,000,000 verdicts, 50,000 pending
+    .venv/bin/python bench/bench_console.py --listings 50000 --requests 50   # quick
+
+Creates a throw-away database `modq_bench_<hex>` on the server of MODQ_DATABASE_URL (or
+--server), applies the migrations and fills it with SQL `generate_series`: `--listings`
+listings with two verdicts each (an older model's and the current one); a tenth of the
+current verdicts are pending reviews spread over the four queues, another tenth were decided
+by moderators (reviews + final decisions). It then starts `modq console` in a subprocess and
+times, over HTTP with a logged-in session, the queue page, the home page (queue counts), a
+claim ("start reviewing"), a search by seller and the job view; finally 20 moderators claim
+concurrently (store calls from 20 threads) and every job must be distinct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.bench_store import CATEGORIES, fresh_database
+from modq.console.auth import add_user
+from modq.settings import Settings, get_settings
+from modq.store.database import make_engine, migrate
+from modq.store.reviews import claim_next
+
+PASSWORD = "bench-password"
+QUEUES = [
+    ("banned", 100, "prohibited_item: photo 0: prohibited.knife 0.61 >= review threshold 0.35"),
+    ("category", 30, "category_mismatch: declared {c}, model says electronics.phone 0.93"),
+    ("unreadable", 10, "image_unreadable: photo 1: no such file"),
+    ("duplicates", 40, "duplicate_photo: photo 0: duplicate.other_seller 0.98 >= review"),
+]
+CATS = "ARRAY[" + ",".join(f"'{c}'" for c in CATEGORIES) + "]"
+
+
+def fill(url: str, n: int, sellers: int) -> None:
+    """Listings, 2 verdicts each, pending jobs and past decisions, all in SQL."""
+    reasons = "ARRAY[" + ",".join(f"'{r}'" for _, _, r in QUEUES) + "]"
+    queues = "ARRAY[" + ",".join(f"'{q}'" for q, _, _ in QUEUES) + "]"
+    sev = "ARRAY[" + ",".join(str(s) for _, s, _ in QUEUES) + "]"
+    decision = (
+        "CASE WHEN i % 10 IN (0, 2) THEN 'review' WHEN i % 10 = 1 THEN 'reject' ELSE 'approve' END"
+    )
+    steps = [
+        f"""INSERT INTO listings (listing_id, listing_version, declared_category, seller_id, title,
+            images, created_at, first_seen_at, updated_at)
+            SELECT 'L' || lpad(i::text, 8, '0'), 1, ({CATS})[1 + i % 15],
+                   'seller-' || (i % {sellers}), 'listing ' || i, '["/photos/x.jpg"]'::jsonb,
+                   now() - make_interval(secs => {n} - i), now() - make_interval(secs => {n} - i),
+                   now() - make_interval(secs => {n} - i)
+            FROM generate_series(1, {n}) i""",
+        f"""INSERT INTO verdicts (listing_id, listing_version, model_version, policy_version,
+            declared_category, decision, reasons, suggested, best_photo, scores, photos, timings,
+            source, created_at)
+            SELECT 'L' || lpad(i::text, 8, '0'), 1, m.model, 'p1', ({CATS})[1 + i % 15],
+                   CASE WHEN m.model = 'm1' THEN 'approve' ELSE {decision} END,
+                   CASE WHEN m.model = 'm2' AND i % 10 IN (0, 2)
+                        THEN jsonb_build_array(({reasons})[1 + (i / 10) % 4]) ELSE '[]'::jsonb END,
+                   '[["electronics.phone", 0.9], ["fashion.dress", 0.05], ["food.fruit", 0.01]]',
+                   0, '{{"electronics.phone": 0.9}}', '[]', '{{}}', 'new',
+                   now() - make_interval(secs => {n} - i) - CASE WHEN m.model = 'm1'
+                        THEN interval '30 days' ELSE interval '0' END
+            FROM generate_series(1, {n}) i CROSS JOIN (VALUES ('m1'), ('m2')) AS m(model)""",
+        """UPDATE listings l SET current_verdict_id = v.id FROM verdicts v
+            WHERE v.listing_id = l.listing_id AND v.model_version = 'm2'""",
+        f"""INSERT INTO review_jobs
+            (listing_id, verdict_id, queue, severity, enqueued_at, decided_at)
+            SELECT v.listing_id, v.id, ({queues})[1 + (i / 10) % 4], ({sev})[1 + (i / 10) % 4],
+                   v.created_at, CASE WHEN i % 10 = 2 THEN v.created_at + interval '20 minutes' END
+            FROM verdicts v CROSS JOIN LATERAL (SELECT substr(v.listing_id, 2)::int AS i) x
+            WHERE v.model_version = 'm2' AND v.decision = 'review'""",
+        """INSERT INTO reviews (listing_id, verdict_id, moderator, decision, reason_code,
+            model_version, policy_version, created_at)
+            SELECT j.listing_id, j.verdict_id, 'mod-' || (hashtext(j.listing_id) & 15),
+                   CASE WHEN hashtext(j.listing_id) % 3 = 0 THEN 'approve' ELSE 'reject' END,
+                   NULL, 'm2', 'p1', j.decided_at
+            FROM review_jobs j WHERE j.decided_at IS NOT NULL""",
+        """INSERT INTO listing_decisions (listing_id, review_id, final_decision, final_category,
+            reason_code, decided_by, decided_at)
+            SELECT r.listing_id, r.id, r.decision, l.declared_category, NULL, r.moderator,
+                   r.created_at
+            FROM reviews r JOIN listings l USING (listing_id)""",
+        "VACUUM ANALYZE",  # as autovacuum would have: index-only scans need it
+    ]
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        for sql in steps:
+            started = time.perf_counter()
+            conn.execute(sa.text(sql))
+            what = " ".join(sql.split()[:3]) if sql.startswith("INSERT") else sql.split()[0]
+            print(f"  {what}: {time.perf_counter() - started:.1f} s", flush=True)
+        counts = conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM verdicts), "
+            "(SELECT count(*) FROM review_jobs WHERE decided_at IS NULL)"
+        )).one()  # fmt: skip
+    engine.dispose()
+    print(f"  {counts[0]:,} verdicts, {counts[1]:,} pending reviews")
+
+
+def timed(fn: Callable[[int], httpx.Response], n: int, expect: int = 200) -> dict[str, float]:
+    times = []
+    for i in range(n):
+        started = time.perf_counter()
+        response = fn(i)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == expect, (response.status_code, response.text[:300])
+    times.sort()
+    return {
+        "p50": statistics.median(times),
+        "p95": times[max(0, round(0.95 * len(times)) - 1)],
+        "max": times[-1],
+    }
+
+
+def serve(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings.to_env(), "MODQ_CONSOLE_PORT": str(port)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modq", "console"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/login", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the console did not start")
+
+
+def login(base: str, name: str) -> tuple[httpx.Client, str]:
+    client = httpx.Client(base_url=base, timeout=30)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+    assert csrf
+    r = client.post("/login", data={"name": name, "password": PASSWORD, "csrf": csrf.group(1)})
+    assert r.status_code == 303, r.text[:300]
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/").text)
+    assert token
+    return client, token.group(1)
+
+
+_ENGINES: dict[str, sa.engine.Engine] = {}
+
+
+def claimed(url: str, moderator: str) -> httpx.Response:
+    """One real claim (a new moderator name each time, so a new job), as a fake response."""
+    engine = _ENGINES.setdefault(url, make_engine(url))
+    claim = claim_next(engine, moderator, "banned")
+    return httpx.Response(200 if claim is not None else 404)
+
+
+def decide_and_next(client: httpx.Client, csrf: str) -> httpx.Response:
+    """Approve the job the console gave us; the answer redirects to the next one (claimed)."""
+    location = client.post("/queues/category/start", data={"csrf": csrf}).headers["location"]
+    listing = location.rsplit("/", 1)[-1]
+    return client.post(f"/jobs/{listing}/decide", data={"csrf": csrf, "decision": "approve"})
+
+
+def concurrent_claims(url: str, moderators: int, each: int) -> tuple[int, int, float, float]:
+    engine = make_engine(url)
+    engine.dispose()
+    engine = sa.create_engine(url, pool_size=moderators, max_overflow=0)
+    got: list[str] = []
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def work(k: int) -> None:
+        for _ in range(each):
+            started = time.perf_counter()
+            claim = claim_next(engine, f"conc-{k}-{len(got)}", "category")
+            spent = (time.perf_counter() - started) * 1000
+            assert claim is not None
+            with lock:
+                got.append(claim.listing_id)
+                times.append(spent)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(moderators)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    engine.dispose()
+    times.sort()
+    return len(got), len(set(got)), wall, times[round(0.95 * len(times)) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--listings", type=int, default=500_000, help="2 verdicts each")
+    parser.add_argument("--sellers", type=int, default=25_000)
+    parser.add_argument("--requests", type=int, default=200, help="timed requests per page")
+    parser.add_argument("--port", type=int, default=18_765)
+    parser.add_argument("--server", default=get_settings().database_url)
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    with fresh_database(args.server, None, args.keep) as url:
+        migrate(url)
+        print(f"filling {url.rsplit('/', 1)[-1]}", flush=True)
+        fill(url, args.listings, args.sellers)
+        settings = Settings(database_url=url, console_secret="bench", data_dir=Path("/tmp/mq"))
+        add_user(make_engine(url), "bench", "lead", PASSWORD)
+        proc = serve(settings, args.port)
+        try:
+            client, csrf = login(f"http://127.0.0.1:{args.port}", "bench")
+            n = args.requests
+            results = {
+                "queue page (GET /queues/banned)": timed(lambda i: client.get("/queues/banned"), n),
+                "home (queue counts)": timed(lambda i: client.get("/"), n),
+                "claim (store claim_next, new job each)": timed(
+                    lambda i: claimed(url, f"solo-{i}"), n
+                ),
+                "decide + claim next (POST decide)": timed(
+                    lambda i: decide_and_next(client, csrf), n, 303
+                ),
+                "search by seller": timed(
+                    lambda i: client.get(f"/search?seller_id=seller-{(i * 7919) % args.sellers}"),
+                    n,
+                ),
+                "job view (GET /jobs/ID)": timed(
+                    lambda i: client.get(f"/jobs/L{(i * 10 * 97 + 10) % args.listings:08d}"), n
+                ),
+            }
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        for name, r in results.items():
+            print(
+                f"{name:40s} p50 {r['p50']:6.1f} ms  p95 {r['p95']:6.1f} ms  max {r['max']:6.1f} ms"
+            )
+        total, distinct, wall, p95 = concurrent_claims(url, 20, 10)
+        print(f"20 concurrent claimers: {total} claims, {distinct} distinct jobs, "
+              f"{wall:.2f} s wall, claim p95 {p95:.1f} ms")  # fmt: skip
+        assert total == distinct, "two moderators got the same job"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""`modq migrate` and `modq submit`: prepare the database, put events on the broker."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+import click
+
+from modq.settings import get_settings
+
+
+@click.command()
+@click.option("--revision", default="head", show_default=True, help="Target Alembic revision.")
+def migrate(revision: str) -> None:
+    """Apply the database migrations (Alembic) to MODQ_DATABASE_URL."""
+    from modq.store.database import migrate as run_migrations
+
+    settings = get_settings()
+    run_migrations(settings.database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@click.command()
+@click.argument("events_file", type=click.File("r"))
+@click.option("--backfill", is_flag=True, help="Publish on the backfill queue instead of new.")
+def submit(events_file: TextIO, backfill: bool) -> None:
+    """Validate EVENTS_FILE (JSON lines, '-' for stdin) and publish the good events.
+
+    Bad lines are reported with their line numbers and recorded in rejected_events; the exit
+    status is 1 when any line was rejected.
+    """
+    from modq.ingest.submit_file import submit_lines
+
+    report = submit_lines(events_file, get_settings(), source="backfill" if backfill else "new")
+    for line_no, reason in report.rejected:
+        click.echo(f"line {line_no}: rejected: {reason}", err=True)
+    click.echo(f"queued {report.queued}, rejected {len(report.rejected)}")
+    if report.rejected:
+        sys.exit(1)

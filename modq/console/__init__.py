@@ -1,0 +1,1 @@
+"""The moderator review console: a server-rendered FastAPI app (`modq console`)."""
