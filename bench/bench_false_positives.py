@@ -26,7 +26,8 @@ from pathlib import Path
 
 from modq.domain.verdicts import PhotoResult
 from modq.errors import PhotoFetchError
-from modq.pipeline.moderate import Runtime, infer_photos
+from modq.pipeline.photos import infer_photos
+from modq.pipeline.runtime import Runtime
 from modq.policy.policy import Policy
 from modq.settings import get_settings
 from training.prohibited import object_size, photo_origins, scan, size_bucket
@@ -47,7 +48,7 @@ def main() -> None:
     rules = Policy.load(settings.policy_path).detector_rules
     print(f"model {settings.model_path.name}, policy {settings.policy_path.name}, "
           f"detectors {settings.detectors}")  # fmt: skip
-    rt = Runtime.build(settings, with_store=False, read=read)
+    rt = Runtime.build(settings, read=read)
     try:
         for split in ("listings-v1", args.prohibited):
             paths = sorted((settings.datasets_dir / split / "val").glob("*/*.jpg"))
