@@ -1,19 +1,22 @@
 """Prohibited items head: firearm / knife / drugs / tobacco scores inside the shipped ONNX graph.
 
 The shipped model already computes a pooled image embedding (output `embedding`) for its
-category head. A linear softmax over (prohibited labels + benign) is fitted on embeddings of
-prohibited-v1 train (positives and hard negatives) plus listings-v1 train (ordinary listing
-photos as benign), then grafted into the same graph as Gemm → Softmax → Slice with a new
-output `prohibited_probs`, and recorded in the model contract as detector `prohibited`. The
-worker therefore still makes one ONNX call per batch; the head adds one [1280 x 5] matrix.
+category head. A linear softmax over (prohibited labels + benign) is fitted on features of
+prohibited-v2 train (positives and hard negatives) plus listings-v1 train (ordinary listing
+photos as benign), then grafted into the same graph with a new output `prohibited_probs`, and
+recorded in the model contract as detector `prohibited`. The features are the embedding, or
+(`--features avg+max`, the default) the embedding and the spatial max of the feature map it
+pools: ReduceMax → Concat → Gemm → Softmax → Slice. The worker therefore still makes one ONNX
+call per batch, and the category outputs stay bit-identical (checked after grafting).
+`--crops` also trains on square crops around the YOLO boxes of prohibited-v2.
 
 Thresholds are chosen on out-of-fold scores of the *training* photos (5-fold), never on
 validation, and written to the contract's provenance for the policy file. Validation recall
-(prohibited-v1 val) and false-positive rates (listings-v1 val, all benign) are reported by
-`evaluate`.
+(prohibited-v2 val, per label and per source) and false-positive rates (listings-v1 val, all
+benign) are reported by `evaluate`.
 
     modq-train add-prohibited-head --model models/modq-listings.onnx \
-        --data ../shared/datasets/prohibited-v1 --benign ../shared/datasets/listings-v1
+        --data ../shared/datasets/prohibited-v2 --benign ../shared/datasets/listings-v1
 """
 
 from __future__ import annotations
