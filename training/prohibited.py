@@ -290,6 +290,7 @@ def threshold_at(negatives: F32, fpr: float, floor: float) -> float:
 
 FEATURES = ("avg", "avg+max")
 DEFAULT_FEATURES = "avg+max"
+FEATURES_OUT = f"{DETECTOR}_features_out"  # only in the copy `feature_model` writes
 _HEAD_TENSORS = (
     "features_out",
     "w",
@@ -350,18 +351,13 @@ def feature_model(model: Path, features: str, out: Path) -> Path:
     _strip_head(proto.graph)
     name = _add_features(proto.graph, features)
     proto.graph.node.append(
-        helper.make_node("Identity", [name], [f"{DETECTOR}_features_out"], name=f"{DETECTOR}_fo")
+        helper.make_node("Identity", [name], [FEATURES_OUT], name=f"{DETECTOR}_fo")
     )
-    proto.graph.output.append(
-        helper.make_tensor_value_info(f"{DETECTOR}_features_out", TensorProto.FLOAT, None)
-    )
+    proto.graph.output.append(helper.make_tensor_value_info(FEATURES_OUT, TensorProto.FLOAT, None))
     out.parent.mkdir(parents=True, exist_ok=True)
     if not out.is_file() or out.read_bytes() != proto.SerializeToString():
         onnx.save(proto, str(out))
     return out
-
-
-FEATURES_OUT = f"{DETECTOR}_features_out"
 
 
 def graft(
@@ -371,7 +367,7 @@ def graft(
     b: F32,
     labels: list[str],
     info: dict[str, Any],
-    features: str = "avg",
+    features: str = DEFAULT_FEATURES,
 ) -> None:
     """Add [features →] Gemm → Softmax → Slice(`labels`) as output `prohibited_probs`."""
     proto = onnx.load(str(model))
@@ -432,7 +428,7 @@ def train_head(
     labels: list[str],
     cache: Path,
     seed: int = 0,
-    features: str = "avg",
+    features: str = DEFAULT_FEATURES,
     crops: bool = False,
     review_fpr: float = REVIEW_FPR,
 ) -> dict[str, Any]:
