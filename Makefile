@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Real photos live beside the repository and are never copied into it.
 export MODQ_DATASETS_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: install install-train demo test lint format typecheck model bench clean
+.PHONY: install install-train demo test soak lint format typecheck model bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ typecheck: install
 
 test: install-train lint typecheck
 	$(BIN)/pytest
+
+# 20,000 listings, 5 % hostile photos, through a real worker on its own Redis and PostgreSQL
+# (tests/faults/test_soak.py; MODQ_SOAK_N=2000 for a shorter one). Results: docs/reliability.md.
+soak: install
+	MODQ_SOAK=1 $(BIN)/pytest -s -q tests/faults/test_soak.py
 
 format: install
 	$(BIN)/ruff check --fix .

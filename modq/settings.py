@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     # Transient failures (database down, broker hiccup) are retried this often with backoff.
     max_retries: int = 5
     retry_backoff_s: float = 2.0
-    visibility_timeout_s: int = 3600
+    # Redis redelivers a message a worker took but did not acknowledge after this long: sized
+    # to the batch deadline (below), so a dead worker's listings come back within a minute.
+    visibility_timeout_s: int = 60
 
     queue_new: str = "moderation.new"
     queue_backfill: str = "moderation.backfill"
@@ -90,6 +92,28 @@ class Settings(BaseSettings):
     # Lock-out: this many wrong passwords in a row lock the account for `login_lockout_s`.
     login_max_failures: int = Field(5, ge=1)
     login_lockout_s: float = 900.0
+
+    # Reliability (docs/reliability.md). Photos a batch has not loaded `batch_deadline_s` after
+    # it started become per-photo errors, so a batch ends in bounded time; the visibility
+    # timeout must cover a batch waiting behind another one plus its own run.
+    batch_deadline_s: float = Field(20.0, gt=0)
+    # A message whose batch started this many times without an outcome (its worker died each
+    # time: out of memory, a crash) is a poison message: parked in `<queue>.dead`.
+    max_deliveries: int = Field(3, ge=1)
+    # Prometheus metrics and /healthz on this port (`modq worker --metrics-port`); None = off.
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
+
+    @model_validator(mode="after")
+    def _visibility_covers_batches(self) -> Settings:
+        needed = 2 * self.batch_deadline_s + self.batch_interval_s
+        if self.visibility_timeout_s <= needed:
+            raise ValueError(
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed two batch "
+                f"deadlines plus the batch interval ({needed:g} s), or Redis would redeliver "
+                "listings a live worker is still processing"
+            )
+        return self
 
     @field_validator("image_roots", "allowed_hosts", "private_hosts", "detectors", mode="before")
     @classmethod

@@ -40,6 +40,15 @@ def create_database(prefix: str = "modq_test", *, url: str | None = None) -> str
     return url
 
 
+def rename_database(url: str, new_url: str) -> None:
+    """Give the database at `url` the name of `new_url` (atomic for other connections)."""
+    old, new = make_url(url).database, make_url(new_url).database
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'ALTER DATABASE "{old}" RENAME TO "{new}"'))
+    admin.dispose()
+
+
 def drop_database(url: str) -> None:
     name = make_url(url).database
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")

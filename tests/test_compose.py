@@ -17,7 +17,7 @@ SERVICE_KEYS = {
     "ports", "profiles", "restart", "stop_grace_period", "volumes",
 }  # fmt: skip
 HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period"}
-LONG_RUNNING = ["redis", "postgres", "worker-gpu", "worker-cpu", "flower"]
+LONG_RUNNING = ["redis", "postgres", "worker-gpu", "worker-cpu", "recover", "console", "flower"]
 WORKERS = ["worker-gpu", "worker-cpu"]
 
 
@@ -108,3 +108,9 @@ def test_the_makefile_runs_the_same_commands() -> None:
     dockerfile = Path(REPO_ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["modq"]' in dockerfile  # compose commands are `modq <command>`
     assert "$(BIN)/modq demo" in makefile
+
+
+def test_a_recovery_sidecar_republishes_accepted_listings(compose: dict[str, Any]) -> None:
+    recover = services(compose)["recover"]
+    assert recover["command"][:1] == ["recover"] and "--every" in recover["command"]
+    assert recover["restart"] == "unless-stopped"

@@ -10,7 +10,10 @@ import click
 from modq.cli.backfill import backfill
 from modq.cli.bank import bank
 from modq.cli.classify import classify
+from modq.cli.console import console_cmd, reviews_group, users_group
+from modq.cli.dead import dead_group
 from modq.cli.demo import demo
+from modq.cli.recover import recover
 from modq.cli.submit import migrate, submit
 from modq.cli.verdicts import verdicts
 from modq.cli.worker import worker
@@ -27,7 +30,21 @@ def main() -> None:
     """
 
 
-for command in (migrate, submit, worker, verdicts, backfill, classify, demo, bank):
+for command in (
+    migrate,
+    submit,
+    worker,
+    recover,
+    dead_group,
+    verdicts,
+    backfill,
+    classify,
+    bank,
+    console_cmd,
+    users_group,
+    reviews_group,
+    demo,
+):
     main.add_command(command)
 
 
@@ -37,11 +54,3 @@ def run() -> Any:
     except ModqError as exc:
         click.echo(f"modq: error: {exc}", err=True)
         sys.exit(2)
-
-
-# Command groups that live in their own modules.
-from modq.cli.console import console_cmd, reviews_group, users_group  # noqa: E402
-
-main.add_command(console_cmd)
-main.add_command(users_group)
-main.add_command(reviews_group)

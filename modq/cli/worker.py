@@ -33,7 +33,27 @@ import click
     help="Lower this worker's CPU priority by N (os.nice), e.g. 19 for a backfill pool that "
     "must never slow the new-listing pool on the same machine.",
 )
-def worker(queues: str, gpu: int | None, concurrency: int, loglevel: str | None, nice: int) -> None:
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve Prometheus /metrics and /healthz on this port (default MODQ_METRICS_PORT; "
+    "off when neither is set).",
+)
+@click.option(
+    "--task-events",
+    is_flag=True,
+    help="Send Celery task events (one per listing) so Flower shows the batches' tasks.",
+)
+def worker(
+    queues: str,
+    gpu: int | None,
+    concurrency: int,
+    loglevel: str | None,
+    nice: int,
+    metrics_port: int | None,
+    task_events: bool,
+) -> None:
     """Run a Celery worker: consume listing events, write verdicts."""
     if nice:
         # First thing, before any thread exists: on Linux the nice value is per thread and new
@@ -43,6 +63,16 @@ def worker(queues: str, gpu: int | None, concurrency: int, loglevel: str | None,
         # Must happen before onnxruntime initialises CUDA; the process then sees one GPU as 0.
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     from modq.tasks.app import app, settings
+
+    port = metrics_port if metrics_port is not None else settings.metrics_port
+    if port is not None:
+        from modq.tasks.health import serve
+
+        serve(settings, port, settings.metrics_host)
+    extra = []
+    if task_events:
+        app.conf.worker_send_task_events = True
+        extra.append("--task-events")
 
     names = {"new": [settings.queue_new], "backfill": [settings.queue_backfill]}
     order = names.get(queues, [settings.queue_new, settings.queue_backfill])
@@ -55,5 +85,6 @@ def worker(queues: str, gpu: int | None, concurrency: int, loglevel: str | None,
             "--concurrency", str(concurrency),
             "--loglevel", loglevel or settings.log_level,
             "--without-gossip", "--without-mingle",
+            *extra,
         ]
     )  # fmt: skip

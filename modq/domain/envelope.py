@@ -1,4 +1,5 @@
-"""The broker message body that carries one listing event: `{"event", "source", "attempt"}`.
+"""The broker message body that carries one listing event: `{"event", "source", "attempt"}`,
+plus `accepted_at` from newer producers (optional: older bodies are read the same way).
 
 This format is the contract between producers (`modq submit`, `modq backfill`, a marketplace
 calling `modq.ingest.publish.submit`) and workers, so a message published by an older modq is
@@ -13,8 +14,15 @@ from modq.domain.events import ListingEvent, raw_text
 from modq.domain.verdicts import RejectedEvent, Source
 
 
-def make_body(event: ListingEvent, source: Source, attempt: int = 0) -> dict[str, Any]:
-    return {"event": event.to_message(), "source": source, "attempt": attempt}
+def make_body(
+    event: ListingEvent, source: Source, attempt: int = 0, accepted_at: float | None = None
+) -> dict[str, Any]:
+    """A message body; `accepted_at` (Unix time `submit` accepted the listing, newer modq
+    only) lets the worker measure latency from acceptance."""
+    body: dict[str, Any] = {"event": event.to_message(), "source": source, "attempt": attempt}
+    if accepted_at is not None:
+        body["accepted_at"] = accepted_at
+    return body
 
 
 def event_of(body: dict[str, Any]) -> Any:
@@ -32,6 +40,15 @@ def listing_id_of(body: dict[str, Any]) -> str | None:
     return str(listing_id) if listing_id is not None else None
 
 
+def listing_version_of(body: dict[str, Any]) -> int | None:
+    """The version a body's event names (1, the default, when it names none)."""
+    raw = event_of(body)
+    if not isinstance(raw, dict):
+        return None
+    version = raw.get("listing_version", 1)
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
 def rejected(body: dict[str, Any], reason: str) -> RejectedEvent:
     """A body the worker could not moderate, kept with its raw event and the reason."""
     return RejectedEvent(
@@ -39,6 +56,7 @@ def rejected(body: dict[str, Any], reason: str) -> RejectedEvent:
         reason=reason,
         payload=raw_text(event_of(body)),
         listing_id=listing_id_of(body),
+        listing_version=listing_version_of(body),
     )
 
 

@@ -74,3 +74,5 @@ class RejectedEvent(BaseModel):
     reason: str
     payload: str
     listing_id: str | None = None
+    # The version the event named, where it had one: which intake row the rejection closes.
+    listing_version: int | None = None

@@ -1,12 +1,17 @@
 """Putting listing events on the broker: the marketplace's entry point into modq.
 
 `submit` / `submit_many` validate before publishing, so a malformed event is reported to the
-caller at once instead of surfacing later as a rejected event.
+caller at once instead of surfacing later as a rejected event. They then record the listings in
+the intake table of `settings.database_url` BEFORE publishing (`accept_and_publish`): once
+`submit` returns, the listing is durable even if the broker loses its message, and `modq
+recover` re-publishes it. A producer therefore needs the database URL as well as the broker's.
+SQLAlchemy is imported on the first submit only, never by importing this module.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
@@ -21,7 +26,7 @@ from modq.domain.envelope import make_body, source_of, summary
 from modq.domain.events import ListingEvent, parse_event
 from modq.domain.verdicts import Source
 from modq.errors import BrokerUnavailable
-from modq.ingest.broker import TASK_NAME, create_app
+from modq.ingest.broker import TASK_NAME, create_app, dead_queue
 from modq.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -113,38 +118,73 @@ def queue_size(settings: Settings, queue: str) -> int:
         return int(ok.message_count)
 
 
+def accept_and_publish(
+    events: Sequence[ListingEvent], settings: Settings, source: Source = "new"
+) -> int:
+    """Record validated events in the intake table, then publish them.
+
+    Raises `StoreUnavailable` (nothing accepted, nothing sent: the caller retries) or
+    `BrokerUnavailable` (accepted but not sent: `modq recover` will send them).
+    """
+    from modq.store.intake import Accepted, accept, shared_engine
+
+    now = time.time()
+    bodies = [make_body(event, source, accepted_at=now) for event in events]
+    rows = [
+        Accepted(e.listing_id, e.listing_version, body, source)
+        for e, body in zip(events, bodies, strict=True)
+    ]
+    accept(shared_engine(settings.database_url), rows)
+    return publish_bodies(bodies, settings, queue=queue_for(settings, source))
+
+
 def submit_many(
     events: Iterable[ListingEvent | dict[str, Any]],
     *,
     settings: Settings | None = None,
     source: Source = "new",
 ) -> int:
-    """Validate and publish events; raises `EventError` on the first invalid one, before
-    anything is sent."""
+    """Validate, accept (intake table) and publish events; raises `EventError` on the first
+    invalid one, before anything is recorded or sent."""
     settings = settings or get_settings()
     checked = [_coerce(event, settings) for event in events]
-    bodies = [make_body(event, source) for event in checked]
-    return publish_bodies(bodies, settings, queue=queue_for(settings, source))
+    return accept_and_publish(checked, settings, source)
 
 
 def submit(event: ListingEvent | dict[str, Any], *, settings: Settings | None = None) -> None:
+    """Validate, accept and publish one event (needs `MODQ_DATABASE_URL` and
+    `MODQ_BROKER_URL`); once it returns the listing is durable."""
     submit_many([event], settings=settings)
+
+
+def park_dead(bodies: Sequence[dict[str, Any]], settings: Settings, reason: str) -> None:
+    """Put bodies in their queue's dead-letter queue (`<queue>.dead`) with the reason, for an
+    operator to inspect, replay or drop (`modq dead`)."""
+    for body in bodies:
+        queue = queue_for(settings, source_of(body))
+        log.error("parked in %s: %s", dead_queue(queue), reason)
+        publish_bodies([{**body, "error": reason}], settings, queue=dead_queue(queue))
 
 
 def retry_later(bodies: Sequence[dict[str, Any]], settings: Settings, reason: str) -> None:
     """Re-publish after a transient failure with exponential backoff; park in the dead-letter
-    queue once `max_retries` is spent, so nothing is ever dropped."""
+    queue once `max_retries` is spent, so nothing is ever dropped.
+
+    The delay is capped at half the visibility timeout: a worker holds a delayed message
+    unacknowledged until it is due, and Redis would redeliver one held longer.
+    """
     for body in bodies:
         attempt = int(body.get("attempt", 0)) + 1
         queue = queue_for(settings, source_of(body))
         if attempt > settings.max_retries:
-            log.error(
-                "giving up after %d attempts (%s); parked in %s.dead", attempt - 1, reason, queue
-            )
-            publish_bodies(
-                [{**body, "attempt": attempt, "error": reason}], settings, queue=f"{queue}.dead"
+            park_dead(
+                [{**body, "attempt": attempt}],
+                settings,
+                f"gave up after {attempt - 1} attempts: {reason}",
             )
             continue
-        delay = settings.retry_backoff_s * 2 ** (attempt - 1)
+        delay = min(
+            settings.retry_backoff_s * 2 ** (attempt - 1), settings.visibility_timeout_s / 2
+        )
         log.warning("retrying in %.1fs (attempt %d): %s", delay, attempt, reason)
         publish_bodies([{**body, "attempt": attempt}], settings, queue=queue, countdown=delay)

@@ -27,10 +27,11 @@ from modq.pipeline.runtime import Runtime
 def moderate(events: Sequence[ListingEvent], rt: Runtime, source: Source = "new") -> list[Verdict]:
     """One verdict per event, in order. Unreadable photos become per-photo errors."""
     started = time.perf_counter()
+    deadline = time.monotonic() + rt.settings.batch_deadline_s
     refs = [(n, i, ref) for n, event in enumerate(events) for i, ref in enumerate(event.images)]
     outcomes: dict[tuple[int, int], PhotoOutcome] = {}
     categories = [events[n].declared_category for n, _, _ in refs]
-    for pos, outcome in infer_photos([ref for _, _, ref in refs], rt, categories):
+    for pos, outcome in infer_photos([ref for _, _, ref in refs], rt, categories, deadline):
         n, i, _ = refs[pos]
         outcomes[n, i] = outcome
     _check_banks(events, outcomes, rt)

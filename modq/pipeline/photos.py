@@ -19,7 +19,7 @@ from PIL import Image
 
 from modq.detectors.hashing import PhotoHash
 from modq.domain.preprocess import preprocess
-from modq.errors import PhotoError
+from modq.errors import PhotoError, PhotoFetchError
 from modq.pipeline.decode import decode_image, hash_photo
 from modq.pipeline.infer import FloatArray
 from modq.pipeline.runtime import Runtime
@@ -63,7 +63,10 @@ def _load(key: int, ref: str, rt: Runtime) -> _Loaded:
         image = decode_image(data, decode_spec, rt.settings.max_image_pixels)
         array = preprocess(image, spec)
     except PhotoError as exc:
-        return _Loaded(key, ref, None, None, exc, (t1 - t0) * 1e3, 0.0)
+        # A failed fetch still took time (a timeout, retries): record it, not 0.
+        now = time.perf_counter()
+        fetch_end = t1 if t1 > t0 else now
+        return _Loaded(key, ref, None, None, exc, (fetch_end - t0) * 1e3, (now - fetch_end) * 1e3)
     t2 = time.perf_counter()
     pdq = None
     if rt.banks is not None:
@@ -76,21 +79,43 @@ def _load(key: int, ref: str, rt: Runtime) -> _Loaded:
     return _Loaded(key, ref, array, image, None, (t1 - t0) * 1e3, (t2 - t1) * 1e3, pdq)
 
 
+def _loaded_by(futures: list[Future[_Loaded]], refs: Sequence[str], deadline: float | None,
+               ) -> Iterator[_Loaded]:  # fmt: skip
+    """Loaded photos in completion order; those not loaded by `deadline` (time.monotonic())
+    become per-photo errors, and the loads not started yet are cancelled."""
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    done: set[int] = set()
+    try:
+        for fut in as_completed(futures, timeout=timeout):
+            loaded = fut.result()
+            done.add(loaded.key)
+            yield loaded
+    except TimeoutError:
+        for key, fut in enumerate(futures):
+            if key not in done:
+                fut.cancel()
+                error = PhotoFetchError("batch deadline passed before this photo was read")
+                yield _Loaded(key, refs[key], None, None, error, 0.0, 0.0)
+
+
 def infer_photos(
-    refs: Sequence[str], rt: Runtime, categories: Sequence[str] | None = None
+    refs: Sequence[str],
+    rt: Runtime,
+    categories: Sequence[str] | None = None,
+    deadline: float | None = None,
 ) -> Iterator[tuple[int, PhotoOutcome]]:
     """Load every photo on the pool and run the model on chunks as they become ready.
 
     `categories` (the declared category of each ref) lets the policy switch detectors off per
-    category; without it every detector runs. Yields (position in `refs`, outcome) in
+    category; without it every detector runs. Photos not loaded by `deadline` (a
+    time.monotonic() value) become per-photo errors. Yields (position in `refs`, outcome) in
     completion order.
     """
     futures: list[Future[_Loaded]] = [
         rt.pool.submit(_load, i, ref, rt) for i, ref in enumerate(refs)
     ]
     ready: list[_Loaded] = []
-    for fut in as_completed(futures):
-        loaded = fut.result()
+    for loaded in _loaded_by(futures, refs, deadline):
         if loaded.error is not None:
             yield (
                 loaded.key,

@@ -263,3 +263,23 @@ listing_decisions = sa.Table(
 
 # Console search by seller.
 sa.Index("ix_listings_seller_id", listings.c.seller_id)
+
+
+# Every listing `submit` accepted (migration 0007_intake), written before its message is
+# published: the broker may lose a message (a Redis restart), this table does not. The worker
+# sets `done_at` in the transaction that stores the verdict or the rejection; `modq recover`
+# re-publishes the rows still open after a while (docs/reliability.md).
+intake = sa.Table(
+    "intake",
+    metadata,
+    sa.Column("listing_id", sa.Text, primary_key=True),
+    sa.Column("listing_version", sa.Integer, primary_key=True),
+    # The broker message body, exactly as published: what a recovery re-publishes.
+    sa.Column("body", Json, nullable=False),
+    sa.Column("source", sa.Text, nullable=False, server_default="new"),
+    sa.Column("accepted_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.Column("done_at", Timestamp),
+    sa.CheckConstraint(_in("source", SOURCES), name="source"),
+    # The recovery scan: open rows, oldest first.
+    sa.Index(None, "done_at", "accepted_at"),
+)

@@ -21,6 +21,7 @@ from modq.domain.events import ListingEvent, latest_versions
 from modq.domain.verdicts import RejectedEvent, Verdict
 from modq.store.database import as_utc, clean_text, unavailable
 from modq.store.database import dialect_insert as _insert
+from modq.store.intake import close_rows
 from modq.store.reviews import file_review_jobs
 from modq.store.schema import listings, rejected_events, verdicts
 
@@ -189,7 +190,8 @@ def save_batch(
 ) -> list[int]:
     """Store a batch in one transaction; return the verdict ids in input order.
 
-    Saving the same batch again changes nothing and returns the same ids.
+    Saving the same batch again changes nothing and returns the same ids. The intake rows of
+    every listing with a verdict or a rejection here are closed in the same transaction.
     """
     if not (events or verdicts or rejected):
         return []
@@ -199,15 +201,28 @@ def save_batch(
         insert_rejected(conn, rejected)
         _promote_current(conn, {_key(v)[0] for v in verdicts})
         file_review_jobs(conn, {_key(v)[0] for v in verdicts})  # the console's review queue
+        close_rows(conn, _outcome_keys(events, verdicts, rejected))
     return [ids[_key(v)] for v in verdicts]
 
 
+def _outcome_keys(
+    events: Sequence[ListingEvent], verdicts: Sequence[Verdict], rejected: Sequence[RejectedEvent]
+) -> list[tuple[str | None, int | None]]:
+    keys: list[tuple[str | None, int | None]] = [(e.listing_id, e.listing_version) for e in events]
+    keys += [(v.listing_id, v.listing_version) for v in verdicts]
+    # A line refused by `submit` was never accepted: it closes nothing.
+    keys += [(r.listing_id, r.listing_version) for r in rejected if r.stage == "worker"]
+    return keys
+
+
 def record_rejected(engine: Engine, rejected: Sequence[RejectedEvent]) -> None:
-    """Keep events that could not be moderated, with their raw payload and the reason."""
+    """Keep events that could not be moderated, with their raw payload and the reason, and
+    close their intake rows in the same transaction."""
     if not rejected:
         return
     with unavailable(f"recording {len(rejected)} rejected events"), engine.begin() as conn:
         insert_rejected(conn, rejected)
+        close_rows(conn, _outcome_keys((), (), rejected))
 
 
 class SqlVerdictStore:

@@ -7,18 +7,23 @@ detectors, stores) is built in the process that runs the batches, after any fork
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any
 
 from celery import signals
 from celery_batches import Batches
 
-from modq.ingest.broker import TASK_NAME, create_app
+from modq.domain.envelope import summary
+from modq.ingest.broker import TASK_NAME, create_app, declare_queues, drop_stale_bindings
+from modq.ingest.probe import count_starts, forget
 from modq.pipeline.runtime import Runtime
 from modq.settings import get_settings
 from modq.store.stores import open_stores
 from modq.tasks.batch import run_batch
 
+log = logging.getLogger(__name__)
 settings = get_settings()
 app = create_app(settings)
 
@@ -39,6 +44,8 @@ def runtime() -> Runtime:
 def _warm_up(**_: Any) -> None:
     # Threads pool: this is the process that will run the batches, so load the model now
     # rather than on the first listing.
+    declare_queues(app, settings)
+    drop_stale_bindings(app, settings)
     runtime()
 
 
@@ -56,4 +63,25 @@ def _shut_down(**_: Any) -> None:
     acks_late=True,
 )
 def moderate_batch(requests: list[Any]) -> None:
-    run_batch([r.kwargs for r in requests], runtime())
+    ids = [r.id for r in requests]
+    started = time.monotonic()
+    _task_events(requests, "task-started")
+    run_batch([r.kwargs for r in requests], runtime(), count_starts(settings, ids))
+    forget(settings, ids)
+    _task_events(requests, "task-succeeded", runtime=time.monotonic() - started)
+
+
+def _task_events(requests: list[Any], kind: str, **fields: Any) -> None:
+    """celery-batches sends no task events, so Flower would show no task: send them per
+    message when the worker runs with task events on (`modq worker --task-events`)."""
+    if not app.conf.worker_send_task_events or not requests:
+        return
+    try:
+        with app.events.default_dispatcher(hostname=requests[0].hostname) as dispatcher:
+            for r in requests:
+                if kind == "task-started":  # Flower needs the name and arguments once
+                    dispatcher.send("task-received", uuid=r.id, name=TASK_NAME, args="()",
+                                    kwargs=summary(r.kwargs), retries=0, eta=None)  # fmt: skip
+                dispatcher.send(kind, uuid=r.id, **fields)
+    except Exception:  # monitoring must never fail a batch
+        log.warning("could not send task events", exc_info=True)

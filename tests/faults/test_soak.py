@@ -1,0 +1,62 @@
+"""The soak (`make soak`, skipped otherwise): 20,000 listings (MODQ_SOAK_N) through one worker,
+5 % of them carrying a hostile photo (tests/faults/hostile.py). Reports the counts, the
+longest stall (seconds without a new outcome while work remained) and the peak RSS."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import photos_of
+from tests.faults.harness import Run
+from tests.faults.hostile import hostile_refs, hostile_server, huge_ref
+from tests.faults.services import PostgresCluster
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("MODQ_SOAK") != "1", reason="the soak runs with `make soak` (MODQ_SOAK=1)"
+)
+N = int(os.environ.get("MODQ_SOAK_N", "20000"))
+HOSTILE_SHARE = 0.05
+RSS_BOUND_MB = 2048
+
+
+def test_soak_with_hostile_photos(
+    cluster: PostgresCluster, tiny_model: Path, photo_root: Path, tmp_path: Path
+) -> None:
+    rng = random.Random(12)
+    run = Run("soak", cluster, tmp_path, tiny_model, photo_root, batch_size=32)
+    try:
+        with hostile_server() as base:
+            bad = hostile_refs(photo_root / "hostile", base, run.redis.port)
+            refs: list[list[str]] = []
+            for i in range(N):
+                photos = photos_of(photo_root, i)[: 1 + i % 2]
+                if rng.random() < HOSTILE_SHARE:
+                    photos.insert(rng.randrange(len(photos) + 1), rng.choice(bad))
+                refs.append(photos)
+            for i in range(3):  # a handful of 1 MB references
+                refs[(i * 997) % N] = [huge_ref(), *photos_of(photo_root, i)[:1]]
+            run.start_worker()
+            started = time.monotonic()
+            run.submit(refs, chunk=500)
+            stall = [0.0, run.done(), time.monotonic()]  # longest, last count, last change
+
+            def watch() -> None:
+                count, now = run.done(), time.monotonic()
+                if count != stall[1]:
+                    stall[1], stall[2] = count, now
+                stall[0] = max(stall[0], now - stall[2])
+
+            run.wait_all(timeout=max(600, N / 5), tick=watch)
+            elapsed = time.monotonic() - started
+        outcome = run.outcome(elapsed)
+        print(f"soak: {N / elapsed:.1f} listings/s, longest stall {stall[0]:.1f}s")
+        assert outcome.lost == 0 and outcome.duplicated == 0, outcome
+        assert outcome.peak_rss_mb < RSS_BOUND_MB, outcome
+        assert stall[0] < 2 * run.settings.batch_deadline_s + 10, stall
+    finally:
+        run.close()
