@@ -51,7 +51,8 @@ model: install-train
 	$(BIN)/modq-train all --data $(MODQ_DATASETS_DIR)/listings-v1 --out runs/listings-v1 \
 		--exclude-leaked --ship-to models/modq-listings.onnx --policy policies/default.toml
 	$(BIN)/modq-train add-prohibited-head --model models/modq-listings.onnx \
-		--data $(MODQ_DATASETS_DIR)/prohibited-v1 --benign $(MODQ_DATASETS_DIR)/listings-v1
+		--data $(MODQ_DATASETS_DIR)/prohibited-v2 --benign $(MODQ_DATASETS_DIR)/listings-v1 \
+		--features avg+max
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py

@@ -1,7 +1,7 @@
 """Throughput of the moderation pipeline on real listing photos, without broker or database.
 
     .venv/bin/python bench/bench_pipeline.py [--listings 200] [--detectors nudity]
-    .venv/bin/python bench/bench_pipeline.py --compare runs/listings-v1/model.onnx
+    .venv/bin/python bench/bench_pipeline.py --compare runs/listings-v1/model.onnx [MODEL ...]
 
 Prints, on this machine:
 - the model alone: ms per photo for one ONNX call per batch (batch 1 and `--batch`), after a
@@ -54,7 +54,9 @@ def main() -> None:
     parser.add_argument("--listings", type=int, default=200)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (best is kept)")
-    parser.add_argument("--compare", type=Path, help="second model for the model-only timing")
+    parser.add_argument(
+        "--compare", type=Path, nargs="*", default=[], help="more models for the model-only timing"
+    )
     parser.add_argument(
         "--detectors", default="nudity", help="comma-separated (MODQ_DETECTORS); '' for none"
     )
@@ -62,7 +64,7 @@ def main() -> None:
     settings = get_settings()
 
     print(f"model {settings.model_path}")
-    models = [settings.model_path, *([args.compare] if args.compare else [])]
+    models = [settings.model_path, *args.compare]
     for batch in (1, args.batch):
         repeats = max(1, 64 // batch)
         timings = model_ms_per_photo(models, batch, repeats, args.rounds)
