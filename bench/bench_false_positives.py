@@ -30,7 +30,12 @@ from modq.pipeline.photos import infer_photos
 from modq.pipeline.runtime import Runtime
 from modq.policy.policy import Policy
 from modq.settings import get_settings
-from training.prohibited import object_size, photo_origins, scan, size_bucket
+from training.prohibited_data import (
+    list_labelled_photos,
+    object_size,
+    photo_origins,
+    size_bucket,
+)
 
 
 def read(ref: str) -> bytes:
@@ -92,7 +97,7 @@ def main() -> None:
 
 def by_source(root: Path, own: dict[str, bool]) -> None:
     """Photos flagged by their own label's rule, per label and source."""
-    photos = scan(root, "val")
+    photos = list_labelled_photos(root, "val")
     origins = photo_origins(root, "val", photos)
     print("  flagged by their own label (review or reject), per source:")
     for label in sorted(set(photos.labels) - {"benign"}):

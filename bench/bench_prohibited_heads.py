@@ -45,10 +45,10 @@ from training.prohibited import (
     DEFAULT_LABELS,
     REVIEW_FPR,
     fit_softmax,
-    scan,
     softmax_scores,
     threshold_at,
 )
+from training.prohibited_data import list_labelled_photos
 
 # The frozen trunk's last output and the fine-tuned tail's 7x7 map before pooling.
 TRUNK = "/trunk/trunk.17/Add_output_0"
@@ -115,15 +115,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    pro = scan(args.datasets / args.data, "train")
-    listing = scan(args.datasets / "listings-v1", "train", benign_as=BENIGN)
+    pro = list_labelled_photos(args.datasets / args.data, "train")
+    listing = list_labelled_photos(args.datasets / "listings-v1", "train", benign_as=BENIGN)
     feats = [
         extract(args.model, photos.paths, args.cache / f"{name}.npz")
         for name, photos in ((f"{args.data}-train", pro), ("listings-train", listing))
     ]
     if args.val:
-        pro_val = scan(args.datasets / args.data, "val")
-        listing_val = scan(args.datasets / "listings-v1", "val", benign_as=BENIGN)
+        pro_val = list_labelled_photos(args.datasets / args.data, "val")
+        listing_val = list_labelled_photos(args.datasets / "listings-v1", "val", benign_as=BENIGN)
         val_feats = [
             extract(args.model, photos.paths, args.cache / f"{name}.npz")
             for name, photos in ((f"{args.data}-val", pro_val), ("listings-val", listing_val))

@@ -13,7 +13,7 @@ call per batch, and the category outputs stay bit-identical (checked after graft
 Thresholds are chosen on out-of-fold scores of the *training* photos (5-fold), never on
 validation, and written to the contract's provenance for the policy file. Validation recall
 (prohibited-v2 val, per label and per source) and false-positive rates (listings-v1 val, all
-benign) are reported by `evaluate`.
+benign) are reported by `evaluate_head`.
 
     modq-train add-prohibited-head --model models/modq-listings.onnx \
         --data ../shared/datasets/prohibited-v2 --benign ../shared/datasets/listings-v1
@@ -21,30 +21,43 @@ benign) are reported by `evaluate`.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 import numpy.typing as npt
-import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from tqdm import tqdm
 
-from modq.domain.contract import DetectorHead, ModelContract
+from modq.domain.contract import ModelContract
 from modq.domain.preprocess import preprocess
 from modq.pipeline.decode import decode_image
 from training import TrainingError
+from training.prohibited_data import (
+    Crop,
+    Photos,
+    crop_square,
+    list_labelled_photos,
+    object_size,
+    photo_origins,
+    scan_boxes,
+    size_bucket,
+)
+from training.prohibited_graph import (
+    DEFAULT_FEATURES,
+    DETECTOR,
+    EMBEDDING,
+    FEATURES,
+    FEATURES_OUT,
+    OUTPUT,
+    feature_model,
+    graft,
+)
 
-DETECTOR = "prohibited"
-OUTPUT = "prohibited_probs"
-EMBEDDING = "embedding"
 BENIGN = "benign"
 DEFAULT_LABELS = ("firearm", "knife", "drugs", "tobacco")
 # Share of calibration negatives allowed above each label's threshold. Four labels together
@@ -54,27 +67,6 @@ REJECT_FPR = 0.0004
 L2 = 1e-2
 
 F32 = npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True)
-class Photos:
-    paths: list[Path]
-    labels: list[str]
-
-
-def scan(root: Path, split: str, benign_as: str | None = None) -> Photos:
-    """Every photo of `root/split/<label>/`; `benign_as` relabels all of them (listings-v1)."""
-    base = root / split
-    if not base.is_dir():
-        raise TrainingError(f"{base} does not exist")
-    paths, labels = [], []
-    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
-        for path in sorted(folder.glob("*.jpg")):
-            paths.append(path)
-            labels.append(benign_as or folder.name)
-    if not paths:
-        raise TrainingError(f"no photos under {base}")
-    return Photos(paths, labels)
 
 
 def _session(model: Path) -> tuple[ort.InferenceSession, ModelContract]:
@@ -117,90 +109,6 @@ def run_outputs(
         cached.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cached, **result)  # type: ignore[arg-type]
     return result
-
-
-# prohibited-v2's YOLO classes (boxes/<split>/<label>/<stem>.txt): handgun, long gun, knife,
-# cigarette, mapped onto the policy labels.
-BOX_LABELS = ("firearm", "firearm", "knife", "tobacco")
-# A crop is the square around a box, `context` times the box's longer side (clipped to the
-# photo), so the head also learns the object when it fills the frame, as in a product shot.
-CROP_CONTEXTS = (1.25, 2.0)
-
-
-@dataclass(frozen=True)
-class Crop:
-    parent: int  # index of the photo in its `Photos`
-    label: str
-    box: tuple[float, float, float, float]  # x_center, y_center, width, height (0-1)
-    context: float
-
-
-def scan_boxes(root: Path, split: str, photos: Photos, labels: list[str]) -> list[Crop]:
-    """One crop per box and context for every photo that has a box file (prohibited-v2)."""
-    crops = []
-    for i, path in enumerate(photos.paths):
-        box_file = root / "boxes" / split / path.parent.name / f"{path.stem}.txt"
-        if not box_file.is_file():
-            continue
-        for line in box_file.read_text().splitlines():
-            parts = line.split()
-            if len(parts) != 5 or not parts[0].isdigit() or int(parts[0]) >= len(BOX_LABELS):
-                continue
-            label = BOX_LABELS[int(parts[0])]
-            if label not in labels:
-                continue
-            xc, yc, w, h = (float(v) for v in parts[1:])
-            crops.extend(Crop(i, label, (xc, yc, w, h), c) for c in CROP_CONTEXTS)
-    return crops
-
-
-def object_size(root: Path, split: str, path: Path) -> float | None:
-    """Area share of the photo's largest box, or None when the photo has no box file."""
-    box_file = root / "boxes" / split / path.parent.name / f"{path.stem}.txt"
-    if not box_file.is_file():
-        return None
-    areas = [
-        float(parts[3]) * float(parts[4])
-        for parts in (line.split() for line in box_file.read_text().splitlines())
-        if len(parts) == 5
-    ]
-    return max(areas, default=0.0)
-
-
-# Largest box's share of the photo: a product shot fills the frame, a scene shows the item small.
-SIZE_BUCKETS = ((0.25, "product-like (object >= 25% of photo)"),
-                (0.05, "close/in hand (5-25%)"), (0.0, "scene (object < 5%)"))  # fmt: skip
-
-
-def size_bucket(size: float | None) -> str:
-    if size is None:
-        return "no boxes"
-    return next(name for floor, name in SIZE_BUCKETS if size >= floor)
-
-
-def photo_origins(root: Path, split: str, photos: Photos) -> list[str]:
-    """The collection each photo came from (prohibited-v2 manifest.csv `origin`), or '?'."""
-    manifest = root / "manifest.csv"
-    if not manifest.is_file():
-        return ["?"] * len(photos.paths)
-    with manifest.open(newline="") as fh:
-        origin = {row["file"]: row["origin"] for row in csv.DictReader(fh)}
-    return [origin.get(f"{split}/{p.parent.name}/{p.name}", "?") for p in photos.paths]
-
-
-def crop_square(
-    img: Image.Image, box: tuple[float, float, float, float], context: float
-) -> Image.Image:
-    """The square of side `context` x the box's longer side around its centre, inside the photo."""
-    width, height = img.size
-    xc, yc, w, h = box
-    side = min(max(w * width, h * height) * context, width, height)
-    side = max(side, 8.0)
-    left = min(max(xc * width - side / 2, 0.0), width - side)
-    top = min(max(yc * height - side / 2, 0.0), height - side)
-    size = round(side)
-    x0, y0 = min(round(left), width - size), min(round(top), height - size)
-    return img.crop((x0, y0, x0 + size, y0 + size))
 
 
 def run_crops(
@@ -288,138 +196,6 @@ def threshold_at(negatives: F32, fpr: float, floor: float) -> float:
     return round(float(max(floor, np.nextafter(above, np.float32(1.0)))), 4)
 
 
-FEATURES = ("avg", "avg+max")
-DEFAULT_FEATURES = "avg+max"
-FEATURES_OUT = f"{DETECTOR}_features_out"  # only in the copy `feature_model` writes
-_HEAD_TENSORS = (
-    "features_out",
-    "w",
-    "b",
-    "logits",
-    "softmax",
-    "starts",
-    "ends",
-    "axes",
-    "map_max",
-    "features",
-)
-
-
-def _strip_head(graph: onnx.GraphProto) -> None:
-    """Remove a previous head, so re-running replaces it instead of stacking a second one."""
-    ours = {f"{DETECTOR}_{s}" for s in _HEAD_TENSORS}
-    keep = [n for n in graph.node if not set(n.output) & (ours | {OUTPUT})]
-    del graph.node[:]
-    graph.node.extend(keep)
-    inits = [i for i in graph.initializer if i.name not in ours]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-    outs = [o for o in graph.output if o.name not in ours | {OUTPUT}]
-    del graph.output[:]
-    graph.output.extend(outs)
-
-
-def _add_features(graph: onnx.GraphProto, features: str) -> str:
-    """Nodes computing the head's input; returns its tensor name.
-
-    `avg` is the pooled `embedding` itself. `avg+max` adds the spatial max of the same
-    feature map (the input of the ReduceMean that pools `embedding`): an object that fills one
-    cell of the 7x7 map moves the max although it barely moves the mean. Both only read
-    tensors the category head already computes, so category outputs cannot change.
-    """
-    if features not in FEATURES:
-        raise TrainingError(f"--features must be one of {FEATURES}, not {features!r}")
-    if features == "avg":
-        return EMBEDDING
-    pool = next((n for n in graph.node if EMBEDDING in n.output), None)
-    if pool is None or pool.op_type not in ("ReduceMean", "GlobalAveragePool"):
-        raise TrainingError(f"'{EMBEDDING}' is not a pooled feature map: cannot add its max")
-    graph.node.extend(
-        [
-            helper.make_node("ReduceMax", [pool.input[0]], [f"{DETECTOR}_map_max"], axes=[2, 3],
-                             keepdims=0, name=f"{DETECTOR}_map_max_op"),
-            helper.make_node("Concat", [EMBEDDING, f"{DETECTOR}_map_max"],
-                             [f"{DETECTOR}_features"], axis=1, name=f"{DETECTOR}_concat"),
-        ]
-    )  # fmt: skip
-    return f"{DETECTOR}_features"
-
-
-def feature_model(model: Path, features: str, out: Path) -> Path:
-    """A copy of `model` whose extra output `prohibited_features` is the head's input."""
-    proto = onnx.load(str(model))
-    _strip_head(proto.graph)
-    name = _add_features(proto.graph, features)
-    proto.graph.node.append(
-        helper.make_node("Identity", [name], [FEATURES_OUT], name=f"{DETECTOR}_fo")
-    )
-    proto.graph.output.append(helper.make_tensor_value_info(FEATURES_OUT, TensorProto.FLOAT, None))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.is_file() or out.read_bytes() != proto.SerializeToString():
-        onnx.save(proto, str(out))
-    return out
-
-
-def graft(
-    model: Path,
-    out: Path,
-    w: F32,
-    b: F32,
-    labels: list[str],
-    info: dict[str, Any],
-    features: str = DEFAULT_FEATURES,
-) -> None:
-    """Add [features →] Gemm → Softmax → Slice(`labels`) as output `prohibited_probs`."""
-    proto = onnx.load(str(model))
-    graph = proto.graph
-    if EMBEDDING not in {o.name for o in graph.output}:
-        raise TrainingError(f"{model} has no '{EMBEDDING}' output to put the head on")
-    _strip_head(graph)
-    head_input = _add_features(graph, features)
-
-    n = len(labels)
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(w.T.copy(), f"{DETECTOR}_w"),
-            numpy_helper.from_array(b, f"{DETECTOR}_b"),
-            numpy_helper.from_array(np.array([0], np.int64), f"{DETECTOR}_starts"),
-            numpy_helper.from_array(np.array([n], np.int64), f"{DETECTOR}_ends"),
-            numpy_helper.from_array(np.array([1], np.int64), f"{DETECTOR}_axes"),
-        ]
-    )
-    graph.node.extend(
-        [
-            helper.make_node(
-                "Gemm", [head_input, f"{DETECTOR}_w", f"{DETECTOR}_b"], [f"{DETECTOR}_logits"],
-                transB=1, name=f"{DETECTOR}_gemm",
-            ),
-            helper.make_node(
-                "Softmax", [f"{DETECTOR}_logits"], [f"{DETECTOR}_softmax"], axis=1,
-                name=f"{DETECTOR}_softmax_op",
-            ),
-            helper.make_node(
-                "Slice",
-                [f"{DETECTOR}_{s}" for s in ("softmax", "starts", "ends", "axes")],
-                [OUTPUT], name=f"{DETECTOR}_slice",
-            ),
-        ]
-    )  # fmt: skip
-    graph.output.append(helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", n]))
-
-    meta = {p.key: p.value for p in proto.metadata_props}
-    contract = ModelContract.from_metadata(meta, str(model))
-    detectors = {**contract.detectors, DETECTOR: DetectorHead(output=OUTPUT, labels=labels)}
-    training = {**contract.training, DETECTOR: info}
-    updated = contract.model_copy(update={"detectors": detectors, "training": training})
-    for prop in proto.metadata_props:
-        if prop.key in updated.to_metadata():
-            prop.value = updated.to_metadata()[prop.key]
-    onnx.checker.check_model(proto)
-    tmp = out.with_suffix(".tmp.onnx")
-    onnx.save(proto, str(tmp))
-    tmp.replace(out)
-
-
 def train_head(
     model: Path,
     data: Path,
@@ -433,11 +209,11 @@ def train_head(
     review_fpr: float = REVIEW_FPR,
 ) -> dict[str, Any]:
     """Fit, calibrate and graft the head; returns the provenance written to the contract."""
-    pro = scan(data, "train")
+    pro = list_labelled_photos(data, "train")
     unknown = sorted(set(pro.labels) - {*labels, BENIGN})
     if unknown:
         raise TrainingError(f"{data}/train has folders {unknown} that are not in --labels")
-    listing = scan(benign, "train", benign_as=BENIGN)
+    listing = list_labelled_photos(benign, "train", benign_as=BENIGN)
     fmodel = feature_model(model, features, cache / f"features-{features}.onnx")
     boxes = scan_boxes(data, "train", pro, labels) if crops else []
     parts = [
@@ -491,7 +267,7 @@ def train_head(
     return info
 
 
-def evaluate(
+def evaluate_head(
     model: Path,
     data: Path,
     benign: Path,
@@ -503,7 +279,10 @@ def evaluate(
     head = contract.detectors.get(DETECTOR)
     if head is None:
         raise TrainingError(f"{model} has no '{DETECTOR}' head: run add-prohibited-head first")
-    pro, listing = scan(data, "val"), scan(benign, "val", benign_as=BENIGN)
+    pro, listing = (
+        list_labelled_photos(data, "val"),
+        list_labelled_photos(benign, "val", benign_as=BENIGN),
+    )
     s_pro = run_outputs(model, pro.paths, [OUTPUT], cache)[OUTPUT]
     s_ben = run_outputs(model, listing.paths, [OUTPUT], cache)[OUTPUT]
     result: dict[str, Any] = {"recall": {}, "benign": {}}
@@ -582,7 +361,7 @@ def add_prohibited_head(
     wanted = [lb.strip() for lb in labels.split(",") if lb.strip()]
     target = out or model
     # The category outputs of MODEL on listing val photos, before TARGET (maybe MODEL) is written.
-    listing_val = scan(benign, "val", benign_as=BENIGN).paths
+    listing_val = list_labelled_photos(benign, "val", benign_as=BENIGN).paths
     before = category_outputs(model, listing_val, cache)
     info = train_head(
         model, data, benign, target, wanted, cache,
@@ -594,7 +373,7 @@ def add_prohibited_head(
         raise TrainingError(f"grafting the head changed {changed} of {model}: not shipping")
     click.echo(f"category outputs bit-identical to {model} on {len(listing_val)} photos")
     click.echo(json.dumps(info["suggested_thresholds"], indent=2))
-    report = evaluate(target, data, benign, info["suggested_thresholds"], cache)
+    report = evaluate_head(target, data, benign, info["suggested_thresholds"], cache)
     click.echo(json.dumps(report, indent=2))
     click.echo(f"wrote {target}")
 
