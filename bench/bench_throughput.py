@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import subprocess
@@ -71,7 +72,9 @@ def instrument(rt: Any, stages: Stages) -> None:
             if module is not None and hasattr(module, attr):
                 setattr(module, attr, stages.wrap(name, getattr(module, attr)))
     if sized is not None:
-        sized.fixed_pdq_hash = stages.wrap("pdq", sized.fixed_pdq_hash)
+        # The PDQ hash, by whichever name the tree calls it.
+        attr = next(a for a in ("photo_hash", "hash_photo", "fixed_pdq_hash") if hasattr(sized, a))
+        setattr(sized, attr, stages.wrap("pdq", getattr(sized, attr)))
     else:
         setattr(mod, "pdq_hash", stages.wrap("pdq", getattr(mod, "pdq_hash")))  # noqa: B009, B010
     rt.read = stages.wrap("fetch", rt.read)
@@ -102,7 +105,14 @@ def child(listings: int, out: Path) -> None:
     lines, _ = sample_events(photos_dir, listings, "tp", bad_inputs=False)
     events = [ListingEvent.model_validate(json.loads(line)) for line in lines]
     settings = settings.model_copy(update={"image_roots": [str(settings.datasets_dir)]})
-    rt = mod.Runtime.build(settings)
+    kwargs: dict[str, Any] = {}
+    if "stores" in inspect.signature(mod.Runtime.build).parameters:
+        # Trees with the store Protocols get their stores passed in (older trees build their
+        # own engine): image banks and photo hashes run in both.
+        from modq.store.stores import open_stores
+
+        kwargs["stores"] = open_stores(settings.database_url)
+    rt = mod.Runtime.build(settings, **kwargs)
     stages = Stages()
     try:
         instrument(rt, stages)

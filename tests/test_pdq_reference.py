@@ -21,7 +21,7 @@ from PIL import Image
 
 from modq.detectors.hashing import hamming, pdq_hash
 from modq.domain.preprocess import PreprocessSpec
-from modq.pipeline.decode import decode_image, hash_photo
+from modq.pipeline.decode import decode_image, hash_photo, photo_hash
 
 MAX_PIXELS = 1 << 40
 # modq hashes at 512 px where the reference hashes every pixel: measured 0-8 bits apart.
@@ -128,3 +128,14 @@ def test_rotated_and_mirrored_copies_match_through_a_dihedral_variant(
 def test_large_photo_is_hashed_close_to_the_reference(big: Image.Image) -> None:
     data = _save(big.resize((4000, 3000)), "JPEG", quality=90)  # draft-decoded at 1/4 scale
     assert hamming(hash_photo(data, MAX_PIXELS).bytes, reference(data)) <= CLOSE
+
+
+def test_the_pipeline_hash_is_the_hash_of_the_bytes(datasets_dir: Path, big: Image.Image) -> None:
+    """Where the worker hashes the image it already decoded (stored pixels, small enough), the
+    hash is exactly the one of the bytes; everywhere else it hashes the bytes."""
+    photos = sorted((datasets_dir / "listings-v1" / "val" / "food.fruit").glob("*.jpg"))[:5]
+    samples = [p.read_bytes() for p in photos] + [_save(big, "JPEG"), _save(big, "PNG")]
+    for data in samples:
+        for side in (224, 256, 736):
+            image = decode_image(data, PreprocessSpec(resize=side), MAX_PIXELS)
+            assert photo_hash(image, data, MAX_PIXELS) == hash_photo(data, MAX_PIXELS)

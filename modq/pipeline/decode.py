@@ -52,6 +52,8 @@ JPEG_MIN_BITS_PER_BLOCK = 1
 _ARITHMETIC_SOF = (b"\xff\xc9", b"\xff\xca", b"\xff\xcb", b"\xff\xcd", b"\xff\xce", b"\xff\xcf")
 # Lower bound of bits per pixel of a PNG decoded into each Pillow mode.
 _PNG_BITS = {"1": 1, "P": 1, "L": 8, "LA": 16, "I": 16, "I;16": 16, "RGB": 24, "RGBA": 32}
+# Marks (in Image.info) a decode whose pixels are the stored ones: see `photo_hash`.
+_AS_STORED = "modq_as_stored"
 _ORIENTATION = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -124,6 +126,14 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Im
             if img.format == "JPEG":
                 _check_jpeg_tail(img, width, height)
             orientation = img.getexif().get(0x0112)
+            # The pixels exactly as stored, and small enough that the hash decode would not
+            # scale them either: the PDQ hash can be taken from this image (`photo_hash`).
+            as_stored = (
+                img.size == (width, height)
+                and img.mode == "RGB"
+                and orientation not in _ORIENTATION
+                and max(width, height) < 2 * HASH_SIDE
+            )
             img = _shrink(img, spec)  # the full-resolution image is dropped here
         if orientation in _ORIENTATION:
             img = img.transpose(_ORIENTATION[orientation])
@@ -134,6 +144,8 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Im
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombWarning) as exc:
         raise PhotoDecodeError(f"corrupt or truncated image: {exc}") from exc
     _check_not_blank(img)
+    if as_stored and img.size == (width, height):
+        img.info[_AS_STORED] = True
     return img
 
 
@@ -215,6 +227,18 @@ def decode_for_hash(data: bytes, max_pixels: int) -> Image.Image:
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombWarning) as exc:
         raise PhotoDecodeError(f"corrupt or truncated image: {exc}") from exc
     return img
+
+
+def photo_hash(image: Image.Image, data: bytes, max_pixels: int) -> PhotoHash:
+    """The PDQ hash of a photo the pipeline has decoded: from `image` itself when it holds the
+    stored pixels at a size the hash decode would not scale (most listing photos; saves a
+    second decode), else from the bytes (`hash_photo`). Either way the same hash."""
+    if image.info.get(_AS_STORED):
+        try:
+            return pdq_hash(image)
+        except (OSError, ValueError) as exc:
+            raise PhotoDecodeError(f"cannot hash this image: {exc}") from exc
+    return hash_photo(data, max_pixels)
 
 
 def hash_photo(data: bytes, max_pixels: int) -> PhotoHash:

@@ -27,7 +27,7 @@ from modq.detectors.base import Detector, Result, as_detector_error
 from modq.detectors.hashing import PhotoHash
 from modq.domain.preprocess import preprocess
 from modq.errors import PhotoError
-from modq.pipeline.decode import decode_image, hash_photo
+from modq.pipeline.decode import decode_image, photo_hash
 from modq.pipeline.infer import FloatArray, Prediction
 from modq.pipeline.runtime import Runtime
 
@@ -88,10 +88,10 @@ def load_photo(key: int, ref: str, rt: Runtime, category: str | None) -> Loaded:
     t2 = time.perf_counter()
     loaded = Loaded(key, ref, array, image, None, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
     if rt.banks is not None:
-        # Hashed from its own fixed-size decode of `data`, not from `image`, so the hash does
-        # not depend on the detector set or the model's decode size (issue 13).
+        # The hash of the bytes (issue 13): never dependent on the detector set or the model's
+        # decode size; taken from `image` only where that is the same thing.
         try:
-            loaded.pdq = hash_photo(data, rt.settings.max_image_pixels)
+            loaded.pdq = photo_hash(image, data, rt.settings.max_image_pixels)
         except Exception:  # a hash failure only skips the bank check for this photo
             log.warning("PDQ hash failed for %s", ref, exc_info=True)
     for detector in enabled_detectors(rt, category):
