@@ -121,6 +121,9 @@ def hostile_server(body: bytes = b"", pace_s: float = 0.05) -> Iterator[HostileS
                 elif path == "/photo":
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(body)))
+                    # Said, not only done: a client that reuses the connection would race
+                    # the close ("server disconnected without sending a response").
+                    self.send_header("Connection", "close")
                     self.end_headers()
                     self.wfile.write(body)
                 elif path == "/redirect":

@@ -122,14 +122,14 @@ def test_good_photos_keep_flowing_past_a_stalled_host(server: HostileServer) -> 
                 fetcher.fetch(ref)
                 outcome = "ok"
             except PhotoError as exc:
-                outcome = type(exc).__name__
+                outcome = f"{type(exc).__name__}: {exc}"
             return outcome, time.monotonic() - started
 
         refs = [server.url("/trickle"), server.url("/slow-headers")] + [server.url("/photo")] * 20
         with ThreadPoolExecutor(max_workers=4) as pool:
             results = list(pool.map(one, refs))
-    assert [r[0] for r in results[:2]] == ["PhotoFetchRetryable"] * 2
-    assert all(outcome == "ok" for outcome, _ in results[2:])
+    assert [r[0].split(":")[0] for r in results[:2]] == ["PhotoFetchRetryable"] * 2
+    assert [r for r in results[2:] if r[0] != "ok"] == []
     assert max(seconds for _, seconds in results[2:]) < 1.0
     assert max(seconds for _, seconds in results[:2]) < 2.0 + MARGIN_S
 
