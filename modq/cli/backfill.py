@@ -97,7 +97,7 @@ def backfill(
     """
     from modq.backfill.run import run_backfill
     from modq.backfill.selection import Selection
-    from modq.store.database import make_engine
+    from modq.store.database import connected
 
     if from_file is not None and (ids_file is not None or decision is not None or stale):
         raise click.UsageError("--from-file does not combine with --ids-file, --decision, --stale")
@@ -112,8 +112,7 @@ def backfill(
         ids_file=ids_file,
         from_file=from_file,
     )
-    engine = make_engine(settings.database_url)
-    try:
+    with connected(settings.database_url) as engine:
         report = run_backfill(
             engine,
             settings,
@@ -125,8 +124,6 @@ def backfill(
             high_water=high_water,
             progress=not no_progress,
         )
-    finally:
-        engine.dispose()
     for problem in report.problems:
         click.echo(f"skipped {problem}", err=True)
     if report.this_run.skipped > len(report.problems):

@@ -19,7 +19,7 @@ from modq.pipeline.decode import hash_photo
 from modq.policy.policy import Policy
 from modq.settings import Settings, get_settings
 from modq.store.banks import add_to_bank, list_banks, remove_from_bank, set_enabled
-from modq.store.database import make_engine
+from modq.store.database import connected
 from modq.store.interface import BankEntry
 
 _HASH_LIST_SUFFIXES = {".txt", ".csv", ".tsv", ".hashes"}
@@ -52,7 +52,8 @@ def add_photos(settings: Settings, bank: str, paths: list[Path]) -> tuple[int, l
             skipped.append(f"{path}: PDQ quality {h.quality} < {min_quality} (too flat to match)")
             continue
         entries.append(BankEntry(h.bytes, h.quality, str(path)))
-    return add_to_bank(make_engine(settings.database_url), bank, entries), skipped
+    with connected(settings.database_url) as engine:
+        return add_to_bank(engine, bank, entries), skipped
 
 
 def remove_photos(
@@ -66,10 +67,10 @@ def remove_photos(
     bank when nothing is given."""
     picked = [hash_file(p, settings).bytes for p in paths or []] + [parse_hex(h) for h in hashes]
     whole = not picked and not content_ids
-    engine = make_engine(settings.database_url)
-    return remove_from_bank(
-        engine, bank, None if whole else picked, None if whole else list(content_ids)
-    )
+    with connected(settings.database_url) as engine:
+        return remove_from_bank(
+            engine, bank, None if whole else picked, None if whole else list(content_ids)
+        )
 
 
 @click.group()
@@ -113,11 +114,8 @@ def bank_add(name: str, photos: Sequence[Path]) -> None:
 @bank.command("list")
 def bank_list() -> None:
     """Every bank with its number of hashes (and how many are disabled)."""
-    engine = make_engine(get_settings().database_url)
-    try:
+    with connected(get_settings().database_url) as engine:
         banks = list_banks(engine)
-    finally:
-        engine.dispose()
     for row in banks:
         off = f" ({row['disabled']} disabled)" if row["disabled"] else ""
         state = "" if row["enabled"] else "\tBANK DISABLED"
@@ -164,14 +162,14 @@ def bank_remove(
 
 
 def _switch(name: str, enabled: bool, hashes: Sequence[str], content_ids: Sequence[str]) -> None:
-    engine = make_engine(get_settings().database_url)
     word = "enabled" if enabled else "disabled"
-    if not hashes and not content_ids:
-        set_enabled(engine, name, enabled)
-        click.echo(f"bank {name} {word}")
-        return
-    picked = [parse_hex(h) for h in hashes]
-    n = set_enabled(engine, name, enabled, picked, list(content_ids))
+    with connected(get_settings().database_url) as engine:
+        if not hashes and not content_ids:
+            set_enabled(engine, name, enabled)
+            click.echo(f"bank {name} {word}")
+            return
+        picked = [parse_hex(h) for h in hashes]
+        n = set_enabled(engine, name, enabled, picked, list(content_ids))
     if not n:
         raise click.ClickException(f"bank {name}: none of those hashes is in it")
     click.echo(f"bank {name}: {n} hashes {word}")

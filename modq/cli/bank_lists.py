@@ -11,7 +11,7 @@ import click
 from modq.detectors.hash_lists import FORMATS, ListedHash, format_hash_list, parse_hash_list
 from modq.settings import Settings, get_settings
 from modq.store.banks import add_to_bank, bank_entries
-from modq.store.database import make_engine
+from modq.store.database import connected
 from modq.store.interface import BankEntry
 
 
@@ -29,7 +29,8 @@ def import_list(settings: Settings, bank: str, path: Path) -> tuple[int, int, li
         BankEntry(e.hash, e.quality, f"import:{path.name}", e.content_id, e.note, e.enabled)
         for e in parsed.entries
     ]
-    added = add_to_bank(make_engine(settings.database_url), bank, entries)
+    with connected(settings.database_url) as engine:
+        added = add_to_bank(engine, bank, entries)
     return added, len(entries), parsed.errors
 
 
@@ -62,11 +63,8 @@ def bank_import(name: str, file: Path) -> None:
 def bank_export(name: str, fmt: str, output: Path | None) -> None:
     """Write bank NAME's hashes to stdout (or --output): `csv` with content ids, notes,
     quality and enabled; `hma` (`pdq <hex>` lines) and `hex` list the enabled hashes."""
-    engine = make_engine(get_settings().database_url)
-    try:
+    with connected(get_settings().database_url) as engine:
         entries = bank_entries(engine, name)
-    finally:
-        engine.dispose()
     listed = [ListedHash(e.hash, e.content_id, e.note, e.quality, e.enabled) for e in entries]
     text = format_hash_list(listed, fmt)
     if output is None:

@@ -46,23 +46,26 @@ def users_add(name: str, role: str, password_stdin: bool) -> None:
     """Create account NAME (or reset its role and password). The password is prompted for,
     or read from stdin when it is not a terminal or with --password-stdin."""
     from modq.console.auth import add_user
-    from modq.store.database import make_engine
+    from modq.store.database import connected
 
     if password_stdin or not sys.stdin.isatty():
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
-    created = add_user(make_engine(get_settings().database_url), name, role, password)
+    with connected(get_settings().database_url) as engine:
+        created = add_user(engine, name, role, password)
     click.echo(f"user {name} ({role}) {'created' if created else 'updated'}")
 
 
 @users_group.command("list")
 def users_list() -> None:
     """Every console account with its role."""
-    from modq.store.database import make_engine
+    from modq.store.database import connected
     from modq.store.users import list_users
 
-    for name, role in list_users(make_engine(get_settings().database_url)):
+    with connected(get_settings().database_url) as engine:
+        users = list_users(engine)
+    for name, role in users:
         click.echo(f"{name}\t{role}")
 
 
@@ -94,8 +97,9 @@ def reviews_export(since: datetime, out_dir: Path) -> None:
 @reviews_group.command("sync")
 def reviews_sync() -> None:
     """File every current `review` verdict as a job (for verdicts saved before migration 0005)."""
-    from modq.store.database import make_engine
+    from modq.store.database import connected
     from modq.store.reviews import sync_review_jobs
 
-    sync_review_jobs(make_engine(get_settings().database_url))
+    with connected(get_settings().database_url) as engine:
+        sync_review_jobs(engine)
     click.echo("review queue synced")

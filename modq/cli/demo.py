@@ -25,7 +25,7 @@ from modq.cli.report import print_verdicts
 from modq.errors import ConfigError
 from modq.ingest.submit_file import submit_lines
 from modq.settings import Settings, get_settings
-from modq.store.database import database_answers, make_engine, migrate
+from modq.store.database import connected, database_answers, migrate
 from modq.store.queries import query_verdicts
 
 MISCATEGORISED_SHARE = 0.15
@@ -136,8 +136,8 @@ def run_demo(settings: Settings, *, listings: int, timeout_s: float) -> None:
         report = submit_lines(lines, worker_settings)
         for line_no, reason in report.rejected:
             click.echo(f"submit: line {line_no} rejected: {reason}")
-        engine = make_engine(settings.database_url)
-        rows = _wait(engine, f"demo-{run}-", report.queued, timeout_s, worker, log_path)
+        with connected(settings.database_url) as engine:
+            rows = _wait(engine, f"demo-{run}-", report.queued, timeout_s, worker, log_path)
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -153,11 +153,8 @@ def _console_login(settings: Settings) -> None:
     """Create the demo moderator and say how to open the review console on this database."""
     from modq.console.auth import add_user
 
-    engine = make_engine(settings.database_url)
-    try:
+    with connected(settings.database_url) as engine:
         add_user(engine, DEMO_USER, "moderator", DEMO_PASSWORD)
-    finally:
-        engine.dispose()
     url = f"http://{settings.console_host}:{settings.console_port}/"
     click.echo(
         "review console: run\n"

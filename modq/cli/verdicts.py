@@ -33,19 +33,19 @@ def verdicts(
     if ctx.invoked_subcommand is not None:
         return
     from modq.cli.report import print_verdicts
-    from modq.store.database import make_engine
+    from modq.store.database import connected
     from modq.store.queries import query_verdicts
 
-    engine = make_engine(get_settings().database_url)
-    rows = query_verdicts(
-        engine,
-        decision=decision,
-        category=category,
-        since=since,
-        listing=listing,
-        limit=limit,
-        current_only=not history,
-    )
+    with connected(get_settings().database_url) as engine:
+        rows = query_verdicts(
+            engine,
+            decision=decision,
+            category=category,
+            since=since,
+            listing=listing,
+            limit=limit,
+            current_only=not history,
+        )
     print_verdicts(rows, as_json=as_json)
 
 
@@ -69,7 +69,7 @@ def verdicts_diff(
     one they share), by declared category and decision transition (review → approve, ...).
     """
     from modq.cli.report import format_diff
-    from modq.store.database import make_engine
+    from modq.store.database import connected
     from modq.store.history import Side, diff_verdicts
 
     if (from_model is None) != (to_model is None) or (from_policy is None) != (to_policy is None):
@@ -77,11 +77,8 @@ def verdicts_diff(
     if from_model is None and from_policy is None:
         raise click.UsageError("give --from-model/--to-model, --from-policy/--to-policy or both")
     old, new = Side(from_model, from_policy), Side(to_model, to_policy)
-    engine = make_engine(get_settings().database_url)
-    try:
+    with connected(get_settings().database_url) as engine:
         rows = diff_verdicts(engine, old, new)
-    finally:
-        engine.dispose()
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))

@@ -29,7 +29,7 @@ from modq.domain.review import BANNED_CODES, reason_code
 from modq.errors import PhotoError
 from modq.pipeline.fetch import PhotoFetcher
 from modq.settings import Settings
-from modq.store.database import make_engine
+from modq.store.database import connected
 from modq.store.labels import settled_since
 
 _PHOTO = re.compile(r"photo (\d+)")
@@ -73,7 +73,8 @@ def _suffix(data: bytes) -> str:
 
 def export_labels(settings: Settings, since: datetime, out_dir: Path) -> ExportReport:
     report = ExportReport()
-    rows = settled_since(make_engine(settings.database_url), since)
+    with connected(settings.database_url) as engine:
+        rows = settled_since(engine, since)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "train").mkdir(exist_ok=True)
     with PhotoFetcher(settings) as fetcher, (out_dir / "labels.jsonl").open("w") as index:

@@ -17,7 +17,7 @@ from modq.domain.verdicts import RejectedEvent, Source
 from modq.errors import EventError
 from modq.ingest.publish import accept_and_publish, known_categories
 from modq.settings import Settings
-from modq.store.database import make_engine
+from modq.store.database import connected
 from modq.store.verdicts import record_rejected
 
 CHUNK = 1000
@@ -65,9 +65,6 @@ def submit_lines(lines: Iterable[str], settings: Settings, source: Source = "new
     if events:
         report.queued += accept_and_publish(events, settings, source)
     if bad:
-        engine = make_engine(settings.database_url)
-        try:
+        with connected(settings.database_url) as engine:
             record_rejected(engine, bad)
-        finally:
-            engine.dispose()
     return report

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from modq.domain.events import as_utc
 from modq.errors import ConfigError, StoreUnavailable
 
-__all__ = ["Engine", "as_utc", "make_engine", "migrate", "unavailable"]
+__all__ = ["Engine", "as_utc", "connected", "make_engine", "migrate", "unavailable"]
 from modq.settings import REPO_ROOT
 
 _TRANSIENT = (
@@ -103,6 +103,16 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+@contextmanager
+def connected(url: str) -> Iterator[Engine]:
+    """An engine for one command (the CLI, an export), disposed when the command is done."""
+    engine = make_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @contextmanager
