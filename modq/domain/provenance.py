@@ -1,0 +1,39 @@
+"""int8 copies of the shipped models: each sits beside a provenance file that pins it.
+
+`<model>.json` records the copy's sha256 and the sha256 of the fp32 file it was made from.
+The worker runs a copy only when both still match, so a retrained fp32 model can never be
+served through a stale int8 copy of its predecessor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from modq.errors import ConfigError
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def int8_copy_of(fp32: Path) -> Path:
+    """Where the int8 copy of `fp32` lives: `<stem>-int8.onnx` beside it."""
+    return fp32.with_name(f"{fp32.stem}-int8{fp32.suffix}")
+
+
+def verified_copy(path: Path, *, source: Path | None = None, remedy: str) -> Path:
+    """`path` after checking it against `<path>.json` (its own sha256 and, when `source` is
+    given, the sha256 of the file it was made from); `remedy` says how to fix a refusal."""
+    meta = Path(f"{path}.json")
+    if not path.is_file() or not meta.is_file():
+        raise ConfigError(f"int8 model {path} (or its .json) is missing: {remedy}")
+    provenance = json.loads(meta.read_text())
+    if sha256_of(path) != provenance.get("sha256"):
+        raise ConfigError(f"{path} does not match the sha256 in {meta}: {remedy}")
+    if source is not None and sha256_of(source) != provenance.get("source_sha256"):
+        raise ConfigError(
+            f"{path} was made from another version of {source} (source_sha256 in {meta}): {remedy}"
+        )
+    return path
