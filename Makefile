@@ -53,6 +53,7 @@ model: install-train
 	$(BIN)/modq-train add-prohibited-head --model models/modq-listings.onnx \
 		--data $(MODQ_DATASETS_DIR)/prohibited-v2 --benign $(MODQ_DATASETS_DIR)/listings-v1 \
 		--features avg+max
+	$(BIN)/python -m training.classifier_int8 --model models/modq-listings.onnx
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py

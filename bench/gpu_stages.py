@@ -25,6 +25,7 @@ from modq.detectors.nudity import bundled_model_path, int8_model_path, prepare_p
 from modq.domain.contract import ModelContract
 from modq.domain.events import ListingEvent
 from modq.domain.preprocess import preprocess
+from modq.domain.provenance import classifier_path
 from modq.domain.verdicts import PhotoResult
 from modq.pipeline.decode import decode_image
 from modq.policy.policy import Policy
@@ -111,8 +112,10 @@ def run_process(
     the clock starts after it returns."""
     ms: dict[str, float] = defaultdict(float)
     pool = ThreadPoolExecutor(cfg.threads)
-    clf = BoundModel(str(settings.model_path), cfg, (cfg.batch, 3, 224, 224), cache)
-    contract = ModelContract.from_metadata(clf.metadata, str(settings.model_path))
+    # The int8 copies serve CPUs; a GPU runs the fp32 files (fp16 under TensorRT).
+    clf_path = classifier_path(settings) if cfg.provider == "cpu" else settings.model_path
+    clf = BoundModel(str(clf_path), cfg, (cfg.batch, 3, 224, 224), cache)
+    contract = ModelContract.from_metadata(clf.metadata, str(clf_path))
     spec = contract.preprocess
     nsfw_path = int8_model_path() if cfg.provider == "cpu" else bundled_model_path()
     nsfw = BoundModel(nsfw_path, cfg, (cfg.batch, 224, 224, 3), cache)

@@ -116,6 +116,7 @@ def make_settings(
             "database_url": pg_url,
             "broker_url": redis_url,
             "model_path": tiny_model,
+            "classifier_precision": "fp32",  # the tiny model has no int8 copy
             "data_dir": tmp_path / "data",
             "queue_new": f"test-{run_id}.new",
             "queue_backfill": f"test-{run_id}.backfill",

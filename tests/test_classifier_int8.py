@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modq.domain.provenance import int8_copy_of
+from modq.domain.provenance import classifier_path, int8_copy_of
 from modq.errors import ConfigError
 from modq.pipeline.infer import Classifier
-from modq.pipeline.runtime import classifier_path
 from modq.settings import Settings
 from training.transforms import eval_array
 
@@ -48,7 +47,7 @@ def test_an_int8_copy_of_another_model_is_refused(shipped_model: Path, tmp_path:
     model = tmp_path / "listings.onnx"
     shutil.copy(shipped_model, model)
     settings = Settings(model_path=model, classifier_precision="int8")
-    with pytest.raises(ConfigError, match="missing.*training.classifier_int8"):
+    with pytest.raises(ConfigError, match=r"missing.*training\.classifier_int8"):
         classifier_path(settings)
     shipped_copy = int8_copy_of(shipped_model)
     shutil.copy(shipped_copy, int8_copy_of(model))

@@ -92,7 +92,9 @@ def test_tiny_training_run_ships_a_model_the_worker_uses(
     assert after == before
 
     # The worker's classifier and policy give a verdict on a real photo.
-    settings = Settings(model_path=shipped, policy_path=policy, providers="cpu")
+    settings = Settings(
+        model_path=shipped, policy_path=policy, providers="cpu", classifier_precision="fp32"
+    )
     classifier = Classifier.from_path(shipped, settings)
     photo = next((data / "val" / "food.fruit").glob("*.jpg"))
     spec = classifier.contract.preprocess

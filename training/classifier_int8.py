@@ -28,8 +28,10 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
+from tqdm import tqdm
 
 from modq.domain.contract import ModelContract
 from modq.domain.preprocess import PreprocessSpec
@@ -37,6 +39,16 @@ from modq.domain.provenance import int8_copy_of, sha256_of
 from modq.settings import DEFAULT_MODEL, get_settings
 from training.export import set_metadata
 from training.nudity_int8 import calibration_photos
+from training.prohibited import (
+    BENIGN,
+    L2,
+    choose_thresholds,
+    fit_softmax,
+    run_outputs,
+    softmax_scores,
+)
+from training.prohibited_data import list_labelled_photos
+from training.prohibited_graph import DEFAULT_FEATURES, DETECTOR, FEATURES_OUT, feature_model
 from training.transforms import eval_array
 
 # Everything from the trunk's last activation on stays fp32 (see the module docstring).
@@ -51,19 +63,23 @@ class _Reader(CalibrationDataReader):  # type: ignore[misc]
     def _iter(
         photos: list[Path], spec: PreprocessSpec, input_name: str, batch: int = 16
     ) -> Iterator[dict[str, npt.NDArray[np.float32]]]:
-        for start in range(0, len(photos), batch):
-            arrays = [eval_array(p, spec) for p in photos[start : start + batch]]
-            yield {input_name: np.stack(arrays)}
+        with tqdm(total=len(photos), desc="int8 calibration", unit="photo") as bar:
+            for start in range(0, len(photos), batch):
+                arrays = [eval_array(p, spec) for p in photos[start : start + batch]]
+                bar.update(len(arrays))
+                yield {input_name: np.stack(arrays)}
 
     def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
         return next(self._batches, None)
 
 
-def quantize_classifier(model: Path, out: Path, photos: list[Path]) -> dict[str, object]:
-    """Write the int8 copy of `model` to `out` and its provenance to `<out>.json`."""
+def quantize_trunk(model: Path, out: Path, photos: list[Path]) -> ModelContract:
+    """Write the int8 copy of `model` (trunk quantised, heads fp32) to `out`, calibrated on
+    `photos`, with the contract's model version suffixed `-int8`; return that contract."""
     source = onnx.load(str(model))
-    meta = {p.key: p.value for p in source.metadata_props}
-    contract = ModelContract.from_metadata(meta, str(model))
+    contract = ModelContract.from_metadata(
+        {p.key: p.value for p in source.metadata_props}, str(model)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(model), str(prepared))
@@ -82,11 +98,18 @@ def quantize_classifier(model: Path, out: Path, photos: list[Path]) -> dict[str,
     int8 = contract.model_copy(update={"model_version": f"{contract.model_version}-int8"})
     set_metadata(quantized, int8.to_metadata())
     onnx.save(quantized, str(out))
+    return int8
+
+
+def quantize_classifier(model: Path, out: Path, photos: list[Path]) -> dict[str, object]:
+    """Write the int8 copy of `model` to `out` and its provenance to `<out>.json`."""
+    int8 = quantize_trunk(model, out, photos)
+    contract_version = int8.model_version.removesuffix("-int8")
     # Dataset-relative paths (<dataset>/train/<label>/<file>): the same digest on any machine.
     names = ["/".join(p.parts[-4:]) for p in photos]
     digest = hashlib.sha256("\n".join(names).encode()).hexdigest()
     provenance: dict[str, object] = {
-        "what": f"{model.name} ({contract.model_version}), static int8 QDQ of the trunk",
+        "what": f"{model.name} ({contract_version}), static int8 QDQ of the trunk",
         "source_sha256": sha256_of(model),
         "sha256": sha256_of(out),
         "calibration": {
@@ -105,6 +128,58 @@ def quantize_classifier(model: Path, out: Path, photos: list[Path]) -> dict[str,
     return provenance
 
 
+def int8_thresholds(
+    fp32: Path, int8: Path, data: Path, benign: Path, cache: Path, seed: int = 0
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Prohibited thresholds for serving `int8`, chosen as `add-prohibited-head` chose them
+    for `fp32` (training/prohibited.py): the same 5 folds and fold heads, fitted on fp32
+    features as the shipped head was, but each scoring its held-out photos through the int8
+    trunk, which is what a new photo meets in an int8 worker. The fp32 side is recomputed
+    beside it and must give the thresholds the policy already holds."""
+    contract = ModelContract.from_metadata(
+        {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}, str(fp32)
+    )
+    labels = contract.detectors[DETECTOR].labels
+    pro = list_labelled_photos(data, "train")
+    listing = list_labelled_photos(benign, "train", benign_as=BENIGN)
+    models = {
+        "fp32": feature_model(fp32, DEFAULT_FEATURES, cache / "features-fp32.onnx"),
+        "int8": _features_output(int8, cache / "features-int8.onnx"),
+    }
+    x = {
+        name: np.concatenate(
+            [run_outputs(m, p.paths, [FEATURES_OUT], cache)[FEATURES_OUT] for p in (pro, listing)]
+        )
+        for name, m in models.items()
+    }
+    classes = [*labels, BENIGN]
+    y = np.array([classes.index(n) for n in pro.labels + listing.labels], np.int64)
+    folds = np.random.default_rng(seed).integers(0, 5, len(y))  # as train_head draws them
+    scores = {name: np.zeros((len(y), len(labels)), np.float32) for name in x}
+    for f in tqdm(range(5), desc="out-of-fold scores (5-fold)"):
+        w, b = fit_softmax(x["fp32"][folds != f], y[folds != f], len(classes), l2=L2)
+        for name in x:
+            scores[name][folds == f] = softmax_scores(x[name][folds == f], w, b, len(labels))
+    is_listing = np.arange(len(y)) >= len(pro.paths)
+    is_photo = np.ones(len(y), bool)
+    return {
+        name: choose_thresholds(s, y, is_listing, is_photo, labels) for name, s in scores.items()
+    }
+
+
+def _features_output(int8: Path, out: Path) -> Path:
+    """A copy of the int8 model whose extra output is its prohibited head's input."""
+    proto = onnx.load(str(int8))
+    concat = next(n for n in proto.graph.node if n.name == f"{DETECTOR}_concat")
+    proto.graph.node.append(
+        helper.make_node("Identity", [concat.output[0]], [FEATURES_OUT], name=f"{DETECTOR}_fo")
+    )
+    proto.graph.output.append(helper.make_tensor_value_info(FEATURES_OUT, TensorProto.FLOAT, None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(out))
+    return out
+
+
 def _shown(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd()))
@@ -116,8 +191,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--photos", type=int, default=256, help="calibration photos in all")
+    parser.add_argument(
+        "--thresholds",
+        action="store_true",
+        help="instead: print the prohibited thresholds for serving the existing int8 copy",
+    )
+    parser.add_argument("--cache", type=Path, default=Path("runs/prohibited-cache"))
     args = parser.parse_args()
     datasets = get_settings().datasets_dir
+    if args.thresholds:
+        found = int8_thresholds(
+            args.model,
+            int8_copy_of(args.model),
+            datasets / "prohibited-v2",
+            datasets / "listings-v1",
+            args.cache,
+        )
+        print(json.dumps(found, indent=2))
+        return
     prohibited = args.photos // 4
     photos = calibration_photos(datasets / "listings-v1" / "train", args.photos - prohibited)
     photos += calibration_photos(datasets / "prohibited-v2" / "train", prohibited)

@@ -196,6 +196,30 @@ def threshold_at(negatives: F32, fpr: float, floor: float) -> float:
     return round(float(max(floor, np.nextafter(above, np.float32(1.0)))), 4)
 
 
+def choose_thresholds(
+    scores: F32,
+    y: npt.NDArray[np.int64],
+    is_listing: npt.NDArray[np.bool_],
+    is_photo: npt.NDArray[np.bool_],
+    labels: list[str],
+    review_fpr: float = REVIEW_FPR,
+) -> dict[str, dict[str, float]]:
+    """Per label: review and reject thresholds leaving `review_fpr` / `REJECT_FPR` of the
+    listing photos' out-of-fold scores above them, and the train recall at review."""
+    thresholds: dict[str, dict[str, float]] = {}
+    for k, label in enumerate(labels):
+        neg = scores[is_listing, k]
+        review = threshold_at(neg, review_fpr, 0.05)
+        reject = max(threshold_at(neg, REJECT_FPR, 0.5), review)
+        pos = scores[is_photo & (y == k), k]
+        thresholds[label] = {
+            "review": review,
+            "reject": reject,
+            "train_recall_at_review": round(float((pos >= review).mean()), 3),
+        }
+    return thresholds
+
+
 def train_head(
     model: Path,
     data: Path,
@@ -241,17 +265,7 @@ def train_head(
     is_listing = np.zeros(len(y), bool)
     is_listing[len(pro.paths) : len(pro.paths) + len(listing.paths)] = True
     is_photo = np.arange(len(y)) < len(pro.paths) + len(listing.paths)
-    thresholds: dict[str, dict[str, float]] = {}
-    for k, label in enumerate(labels):
-        neg = scores[is_listing, k]
-        review = threshold_at(neg, review_fpr, 0.05)
-        reject = max(threshold_at(neg, REJECT_FPR, 0.5), review)
-        pos = scores[is_photo & (y == k), k]
-        thresholds[label] = {
-            "review": review,
-            "reject": reject,
-            "train_recall_at_review": round(float((pos >= review).mean()), 3),
-        }
+    thresholds = choose_thresholds(scores, y, is_listing, is_photo, labels, review_fpr)
 
     info = {
         "labels": labels,

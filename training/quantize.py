@@ -1,4 +1,5 @@
-"""`quantize`: optional int8 (static, QDQ, per-channel) copy of the fp32 ONNX model.
+"""`quantize`: optional int8 (static, QDQ, per-channel) copy of the fp32 ONNX model, made
+the way the shipped int8 copy is (`training.classifier_int8`).
 
 Calibrated on training photos; accuracy and speed are measured on the validation photos
 next to fp32 so the trade-off is visible. The shipped model stays fp32.
@@ -12,53 +13,17 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnx
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    QuantFormat,
-    QuantType,
-    quantize_static,
-)
-from tqdm import tqdm
 
 from modq.domain.contract import ModelContract
-from modq.domain.preprocess import PreprocessSpec
 from modq.domain.taxonomy import macros
-from training.export import onnx_probs, session, set_metadata
+from training.classifier_int8 import quantize_trunk
+from training.export import onnx_probs, session
 from training.transforms import eval_array
 
 
-class _Photos(CalibrationDataReader):
-    def __init__(self, photos: list[Path], spec: PreprocessSpec, input_name: str) -> None:
-        self._iter = iter(photos)
-        self._bar = tqdm(total=len(photos), desc="int8 calibration", unit="photo")
-        self.spec, self.input_name = spec, input_name
-
-    def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
-        path = next(self._iter, None)
-        if path is None:
-            self._bar.close()
-            return None
-        self._bar.update()
-        return {self.input_name: eval_array(path, self.spec)[None]}
-
-
 def quantize(fp32: Path, int8: Path, calibration: list[Path]) -> Path:
-    model = onnx.load(str(fp32))
-    contract = ModelContract.from_metadata({p.key: p.value for p in model.metadata_props})
-    quantize_static(
-        str(fp32),
-        str(int8),
-        _Photos(calibration, contract.preprocess, contract.input_name),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    quantized = onnx.load(str(int8))
-    meta = contract.model_copy(update={"model_version": f"{contract.model_version}-int8"})
-    set_metadata(quantized, meta.to_metadata())
-    onnx.save(quantized, str(int8))
+    # The shipped model's recipe (training/classifier_int8.py): heads and softmax stay fp32.
+    quantize_trunk(fp32, int8, calibration)
     return int8
 
 

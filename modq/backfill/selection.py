@@ -23,6 +23,7 @@ from typing import Any
 from modq.domain.contract import read_contract
 from modq.domain.envelope import make_body
 from modq.domain.events import as_utc, parse_event
+from modq.domain.provenance import classifier_path
 from modq.domain.verdicts import DECISIONS, RejectedEvent
 from modq.errors import BackfillError, EventError
 from modq.ingest.publish import known_categories
@@ -50,7 +51,7 @@ class Deployed:
     @classmethod
     def from_settings(cls, settings: Settings) -> Deployed:
         return cls(
-            model_version=read_contract(settings.model_path).model_version,
+            model_version=read_contract(classifier_path(settings)).model_version,
             policy_version=Policy.load(settings.policy_path).version,
             categories=known_categories(settings),
         )

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from modq.errors import ConfigError
+from modq.settings import Settings
 
 
 def sha256_of(path: Path) -> str:
@@ -37,3 +38,16 @@ def verified_copy(path: Path, *, source: Path | None = None, remedy: str) -> Pat
             f"{path} was made from another version of {source} (source_sha256 in {meta}): {remedy}"
         )
     return path
+
+
+def classifier_path(settings: Settings) -> Path:
+    """The category model file a worker with `settings` serves: `model_path`, or its int8
+    copy (`classifier_precision`), whose contract names the model version verdicts carry."""
+    if settings.classifier_precision == "fp32":
+        return settings.model_path
+    remedy = (
+        f"run `python -m training.classifier_int8 --model {settings.model_path}`, "
+        "or set MODQ_CLASSIFIER_PRECISION=fp32"
+    )
+    copy = int8_copy_of(settings.model_path)
+    return verified_copy(copy, source=settings.model_path, remedy=remedy)

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from modq.detectors import build_detectors
 from modq.detectors.banks import BankConfig, BankMatcher
 from modq.detectors.base import Detector
-from modq.domain.provenance import int8_copy_of, verified_copy
+from modq.domain.provenance import classifier_path
 from modq.pipeline.fetch import PhotoFetcher
 from modq.pipeline.infer import Classifier, choose_providers, session_threads
 from modq.policy.policy import Policy
@@ -105,15 +104,3 @@ class Runtime:
     def close(self) -> None:
         for close in self._closers:
             close()
-
-
-def classifier_path(settings: Settings) -> Path:
-    """The category model file for `classifier_precision`: `model_path`, or its int8 copy."""
-    if settings.classifier_precision == "fp32":
-        return settings.model_path
-    remedy = (
-        f"run `python -m training.classifier_int8 --model {settings.model_path}`, "
-        "or set MODQ_CLASSIFIER_PRECISION=fp32"
-    )
-    copy = int8_copy_of(settings.model_path)
-    return verified_copy(copy, source=settings.model_path, remedy=remedy)

@@ -83,6 +83,7 @@ class Run:
             "broker_url": self.redis.url,
             "database_url": url,
             "model_path": model,
+            "classifier_precision": "fp32",  # the tiny model has no int8 copy
             "data_dir": tmp / "data",
             "image_roots": [str(photo_root)],
             "allowed_hosts": ["127.0.0.1"],
