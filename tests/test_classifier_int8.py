@@ -3,7 +3,10 @@ when its provenance pins it to the fp32 file in use, and it decides like the fp3
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +60,23 @@ def test_an_int8_copy_of_another_model_is_refused(shipped_model: Path, tmp_path:
     with pytest.raises(ConfigError, match="made from another version"):
         classifier_path(settings)
     assert classifier_path(settings.model_copy(update={"classifier_precision": "fp32"})) == model
+
+
+def test_the_worker_refuses_to_start_without_the_int8_copy(
+    shipped_model: Path, tmp_path: Path, redis_url: str
+) -> None:
+    """A missing copy stops `modq worker` before it consumes anything, with the fix named,
+    rather than failing every batch it takes."""
+    model = tmp_path / "listings.onnx"
+    shutil.copy(shipped_model, model)
+    env = {**os.environ, "MODQ_MODEL_PATH": str(model), "MODQ_BROKER_URL": redis_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "modq", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "python -m training.classifier_int8" in done.stderr
+    assert "ready" not in done.stdout + done.stderr

@@ -62,8 +62,10 @@ def worker(
     if gpu is not None:
         # Must happen before onnxruntime initialises CUDA; the process then sees one GPU as 0.
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    from modq.pipeline.runtime import check_model_files
     from modq.tasks.app import app, settings
 
+    check_model_files(settings)
     port = metrics_port if metrics_port is not None else settings.metrics_port
     if port is not None:
         from modq.tasks.health import serve
