@@ -1,6 +1,7 @@
 """int8 copy of the shipped category model: static QDQ quantisation of its convolutions.
 
     python -m training.classifier_int8 [--model models/modq-listings.onnx] [--photos 256]
+    python -m training.classifier_int8 --thresholds   # prohibited thresholds for int8 serving
 
 Writes `<model stem>-int8.onnx` beside the fp32 file, with the same `modq.contract` metadata
 (model version suffixed `-int8`) and a provenance file (`<out>.json`: the fp32 file's and the
@@ -135,7 +136,7 @@ def int8_thresholds(
     for `fp32` (training/prohibited.py): the same 5 folds and fold heads, fitted on fp32
     features as the shipped head was, but each scoring its held-out photos through the int8
     trunk, which is what a new photo meets in an int8 worker. The fp32 side is recomputed
-    beside it and must give the thresholds the policy already holds."""
+    beside it as a check: it reproduces the thresholds `add-prohibited-head` printed."""
     contract = ModelContract.from_metadata(
         {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}, str(fp32)
     )
