@@ -29,7 +29,6 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from tqdm import tqdm
@@ -49,7 +48,13 @@ from training.prohibited import (
     softmax_scores,
 )
 from training.prohibited_data import list_labelled_photos
-from training.prohibited_graph import DEFAULT_FEATURES, DETECTOR, FEATURES_OUT, feature_model
+from training.prohibited_graph import (
+    DEFAULT_FEATURES,
+    DETECTOR,
+    FEATURES_OUT,
+    feature_model,
+    save_with_features_out,
+)
 from training.transforms import eval_array
 
 # Everything from the trunk's last activation on stays fp32 (see the module docstring).
@@ -172,13 +177,7 @@ def _features_output(int8: Path, out: Path) -> Path:
     """A copy of the int8 model whose extra output is its prohibited head's input."""
     proto = onnx.load(str(int8))
     concat = next(n for n in proto.graph.node if n.name == f"{DETECTOR}_concat")
-    proto.graph.node.append(
-        helper.make_node("Identity", [concat.output[0]], [FEATURES_OUT], name=f"{DETECTOR}_fo")
-    )
-    proto.graph.output.append(helper.make_tensor_value_info(FEATURES_OUT, TensorProto.FLOAT, None))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(out))
-    return out
+    return save_with_features_out(proto, concat.output[0], out)
 
 
 def _shown(path: Path) -> str:

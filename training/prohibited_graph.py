@@ -84,9 +84,13 @@ def feature_model(model: Path, features: str, out: Path) -> Path:
     """A copy of `model` whose extra output `prohibited_features` is the head's input."""
     proto = onnx.load(str(model))
     _strip_head(proto.graph)
-    name = _add_features(proto.graph, features)
+    return save_with_features_out(proto, _add_features(proto.graph, features), out)
+
+
+def save_with_features_out(proto: onnx.ModelProto, tensor: str, out: Path) -> Path:
+    """Save `proto` to `out` with `tensor` (the head's input) as extra output `FEATURES_OUT`."""
     proto.graph.node.append(
-        helper.make_node("Identity", [name], [FEATURES_OUT], name=f"{DETECTOR}_fo")
+        helper.make_node("Identity", [tensor], [FEATURES_OUT], name=f"{DETECTOR}_fo")
     )
     proto.graph.output.append(helper.make_tensor_value_info(FEATURES_OUT, TensorProto.FLOAT, None))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 the way the shipped int8 copy is (`training.classifier_int8`).
 
 Calibrated on training photos; accuracy and speed are measured on the validation photos
-next to fp32 so the trade-off is visible. The shipped model stays fp32.
+next to fp32 so the trade-off is visible. The run's `model.onnx` stays fp32; the int8 copy
+CPU workers serve is made from the shipped file by `python -m training.classifier_int8`.
 """
 
 from __future__ import annotations
