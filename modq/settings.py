@@ -50,8 +50,9 @@ class Settings(BaseSettings):
     batch_interval_s: float = 0.5
     decode_threads: int = 4
     # Photos per ONNX call: inference starts on the first `infer_batch` decoded photos while
-    # the rest of the batch still decodes; a batch under this size is one call.
-    infer_batch: int = 128
+    # the rest of the batch still decodes; a batch under this size is one call. 32 keeps both
+    # cores of a CPU worker busy while photos load (docs/performance.md); GPUs want more.
+    infer_batch: int = 32
     # Image detectors loaded by the worker (docs/banned-content.md): nudity, contacts (OCR),
     # banks (PDQ image banks + duplicate photos). The policy says for which categories each
     # runs; the prohibited-items head is part of the model and needs no entry here.

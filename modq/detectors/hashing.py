@@ -11,7 +11,8 @@ The pixels hashed are the ones the reference hashers read (`reference_rgb`): the
 orientation (no EXIF rotation), colour channels with any alpha ignored, 16-bit grey scaled to
 8 bits; and always from the same size (`HASH_SIDE` on the longer side), whichever detectors the
 worker runs. `pdq_hash` also returns the 8 dihedral variants (rotations and mirrors) that
-`pdqhash.compute_dihedral` derives from the same DCT in one pass.
+`pdqhash.compute_dihedral` derives from the same DCT in one pass; the C++ code runs without the
+GIL (`modq.detectors.pdq_native`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import pdqhash
 from PIL import Image
+
+from modq.detectors import pdq_native
 
 HASH_BYTES = 32
 # PDQ looks at a 64x64 luminance downsample; hashing at most 512 px is as good and far cheaper
@@ -71,10 +73,9 @@ def pdq_hash(img: Image.Image) -> PhotoHash:
     target = hash_size(*img.size)
     if target != img.size:
         img = img.resize(target, Image.Resampling.BILINEAR)
-    arr = np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
-    vectors, quality = pdqhash.compute_dihedral(arr)
-    packed = [np.packbits(np.asarray(v, dtype=np.uint8)).tobytes() for v in vectors]
-    return PhotoHash(hex=packed[0].hex(), quality=int(quality), dihedral=tuple(packed))
+    words, quality = pdq_native.dihedral_words(np.ascontiguousarray(np.asarray(img, np.uint8)))
+    packed = pdq_native.to_bytes(words)
+    return PhotoHash(hex=packed[0].hex(), quality=quality, dihedral=tuple(packed))
 
 
 def to_matrix(hashes: list[bytes]) -> npt.NDArray[np.uint8]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -49,7 +50,8 @@ LIGHT = 245.0
 DEFLATE_MAX_RATIO = 1032
 # Huffman-coded JPEG: at least one bit per 8x8 luminance block.
 JPEG_MIN_BITS_PER_BLOCK = 1
-_ARITHMETIC_SOF = (b"\xff\xc9", b"\xff\xca", b"\xff\xcb", b"\xff\xcd", b"\xff\xce", b"\xff\xcf")
+# Start-of-frame markers of arithmetic-coded JPEGs (one scan of the bytes for all six).
+_ARITHMETIC_SOF = re.compile(b"\xff[\xc9\xca\xcb\xcd\xce\xcf]")
 # Lower bound of bits per pixel of a PNG decoded into each Pillow mode.
 _PNG_BITS = {"1": 1, "P": 1, "L": 8, "LA": 16, "I": 16, "I;16": 16, "RGB": 24, "RGBA": 32}
 # Marks (in Image.info) a decode whose pixels are the stored ones: see `photo_hash`.
@@ -156,7 +158,7 @@ def _check_size_can_hold(img: Image.Image, data: bytes) -> None:
     if img.format == "PNG":
         bits = _PNG_BITS.get(img.mode, 1)
         needed = height * (math.ceil(width * bits / 8) + 1) // DEFLATE_MAX_RATIO
-    elif img.format == "JPEG" and not any(marker in data for marker in _ARITHMETIC_SOF):
+    elif img.format == "JPEG" and not _ARITHMETIC_SOF.search(data):
         needed = (width // 8) * (height // 8) * JPEG_MIN_BITS_PER_BLOCK // 8
     else:
         return
