@@ -50,9 +50,11 @@ class Settings(BaseSettings):
     batch_interval_s: float = 0.5
     decode_threads: int = 4
     # Photos per ONNX call: inference starts on the first `infer_batch` decoded photos while
-    # the rest of the batch still decodes; a batch under this size is one call. 32 keeps both
-    # cores of a CPU worker busy while photos load (docs/performance.md); GPUs want more.
-    infer_batch: int = 32
+    # the rest of the batch still decodes; a batch under this size is one call. 8 keeps both
+    # cores of a CPU worker busy while photos load, and the int8 category model runs ~10-20%
+    # cheaper per photo at 8 than at 32 (its activations stay in cache; docs/performance.md).
+    # GPUs want far more (the GPU compose service sets 128).
+    infer_batch: int = 8
     # Image detectors loaded by the worker (docs/banned-content.md): nudity, contacts (OCR),
     # banks (PDQ image banks + duplicate photos). The policy says for which categories each
     # runs; the prohibited-items head is part of the model and needs no entry here.
