@@ -1,6 +1,6 @@
 """End to end (Redis → `modq worker` → PostgreSQL) against in-process, same listings.
 
-    .venv/bin/python bench/bench_e2e.py [--listings 400] [--rounds 1] [--concurrency 1]
+    .venv/bin/python bench/bench_e2e.py [--listings 400] [--rounds 1] [--concurrency 2]
         [--redis-url redis://127.0.0.1:6379/14]
 
 The same N listings built from listings-v1 val photos (`sample_events`, seed 7), default
@@ -157,7 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listings", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--concurrency", type=int, default=1, help="modq worker -c")
+    parser.add_argument("--concurrency", type=int, default=2, help="modq worker -c (its default)")
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("MODQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/14"),

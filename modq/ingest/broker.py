@@ -8,8 +8,9 @@ Settings chosen on purpose:
   them to one call, so the model sees a batch across listings.
 - `acks_late`: a message is acknowledged only after its verdict is committed; a worker that
   dies mid-batch leaves its messages to be redelivered (the upsert makes that harmless).
-- prefetch = 2 × batch_size: one batch runs while the next fills. celery-batches needs the
-  window to exceed `flush_every` or it would only ever flush on the timer.
+- prefetch = 2 × batch_size per batch in flight (`modq worker -c`): each runs while the next
+  fills. celery-batches needs the window to exceed `flush_every` or it would only ever flush
+  on the timer.
 - Batches stay full under load: the worker's task uses `modq.tasks.full_batches.FullBatches`,
   which flushes a part-batch only when the pool can start it.
 - Redis visibility timeout (`visibility_timeout_s`, default 60 s) sized to the batch deadline
