@@ -11,8 +11,8 @@ settings and detectors, a throw-away PostgreSQL database:
   `modq worker` process starts; the time runs from the first to the last verdict committed in
   PostgreSQL (verdicts of one batch share their transaction's timestamp, so the first batch's
   listings are not counted: rate = (N - first batch) / (last - first); with `--workers K`,
-  the first K batches). `--trickle R` starts
-  the worker on an empty queue and publishes R listings/s instead (a stream, as in production).
+  the first K batches). `--trickle R` starts the worker on an empty queue and publishes R
+  listings/s instead (a stream, as in production).
 Prints both rates, the ratio, and the sizes of the batches the worker formed.
 """
 

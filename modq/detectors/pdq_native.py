@@ -1,9 +1,9 @@
 """PDQ's C++ hasher called without Python's global lock.
 
 `pdqhash.compute_dihedral` (the PyPI wheel's Cython binding) holds the GIL for the whole C++
-computation and then turns each of the 8 hashes into a list of 256 Python ints: about 1.4 ms
-a photo during which no other loading thread can run Python (issue 14: the load phase of a
-batch ran at 89% of the cores). The same wheel exports the C++ function it wraps,
+computation and then turns each of the 8 hashes into a list of 256 Python ints: about 1 ms
+a listing photo during which no other loading thread can run Python (issue 14: the load phase
+of a batch ran at 89% of the cores). The same wheel exports the C++ function it wraps,
 `facebook::pdq::hashing::pdqDihedralHash256esFromFloatLuma`; calling it through ctypes
 releases the GIL for the call and hands back the 16-bit words directly. The luma is computed
 with the binding's own numpy expression, so hashes and quality are bit for bit the binding's
