@@ -1,7 +1,7 @@
 """End to end (Redis → `modq worker` → PostgreSQL) against in-process, same listings.
 
     .venv/bin/python bench/bench_e2e.py [--listings 400] [--rounds 1] [--concurrency 2]
-        [--redis-url redis://127.0.0.1:6379/14]
+        [--redis-url redis://127.0.0.1:6379/14] [--workers K] [--baseline /tmp/modq-base]
 
 The same N listings built from listings-v1 val photos (`sample_events`, seed 7), default
 settings and detectors, a throw-away PostgreSQL database:
@@ -13,7 +13,9 @@ settings and detectors, a throw-away PostgreSQL database:
   listings are not counted: rate = (N - first batch) / (last - first); with `--workers K`,
   the first K batches). `--trickle R` starts the worker on an empty queue and publishes R
   listings/s instead (a stream, as in production).
-Prints both rates, the ratio, and the sizes of the batches the worker formed.
+Prints both rates, the ratio, and the sizes of the batches the worker formed. `--baseline TREE`
+also runs that tree's pipeline in-process each round (as `bench_throughput.py` does) and
+prints end to end / baseline: the deployed worker against an older tree, in one run.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 import redis
 import sqlalchemy as sa
+from bench_throughput import run_tree  # the sibling script: run as bench/bench_e2e.py
 
 from modq.cli.demo import sample_events
 from modq.domain.events import ListingEvent
@@ -170,11 +173,19 @@ def main() -> None:
         help="instead of a pre-filled queue, publish this many listings/s while the worker runs",
     )
     parser.add_argument("--no-in-process", action="store_true", help="end to end only")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run this tree's pipeline in-process each round (bench_throughput.py's "
+        "child, same listings) and print end to end / baseline",
+    )
     parser.add_argument("--workers", type=int, default=1, help="modq worker processes")
     parser.add_argument(
         "--photos-per-listing", type=int, default=0, help="regroup the photos K per listing"
     )
     args = parser.parse_args()
+    if args.baseline and args.photos_per_listing:
+        parser.error("--baseline runs the default sample: leave out --photos-per-listing")
     base = get_settings()
     photos = base.datasets_dir / "listings-v1"
     lines, _ = sample_events(photos, args.listings, "e2e", bad_inputs=False)
@@ -199,9 +210,16 @@ def main() -> None:
                 events, settings, args.concurrency, log, args.trickle, args.workers
             )
         sizes = ", ".join(f"{size}×{count}" for size, count in sorted(batches.items()))
+        versus = ""
+        if args.baseline:
+            url = fresh_database("modq_bench_e2e_baseline")
+            old = run_tree(args.baseline, args.listings, {"MODQ_DATABASE_URL": url})
+            rate = old["listings"] / old["seconds"]
+            versus = f"; baseline in-process {rate:.2f} listings/s, end to end / baseline "
+            versus += f"{e2e / rate:.2f}"
         print(
             f"round {r + 1}: in-process {local:.2f} listings/s, end to end {e2e:.2f} listings/s, "
-            f"ratio {e2e / local:.2f}; worker batches (listings × count): {sizes}",
+            f"ratio {e2e / local:.2f}{versus}; worker batches (listings × count): {sizes}",
             flush=True,
         )
 
