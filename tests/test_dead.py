@@ -11,17 +11,21 @@ from typing import Any, cast
 
 import pytest
 import redis
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from modq.cli.main import main
 from modq.domain.envelope import make_body
 from modq.domain.events import ListingEvent
+from modq.ingest import probe
 from modq.ingest.broker import dead_queue
+from modq.ingest.probe import KEY
 from modq.ingest.publish import park_dead
 from modq.pipeline.runtime import Runtime
 from modq.settings import Settings, get_settings
 from modq.store.database import make_engine
 from modq.store.queries import list_rejected
+from modq.store.stores import open_stores
 from modq.store.verdicts import SqlVerdictStore
 from modq.tasks.batch import run_batch
 from tests.test_intake import queued
@@ -54,8 +58,11 @@ def test_poison_messages_are_parked_and_recorded(settings: Settings) -> None:
     run = uuid.uuid4().hex[:6]
     engine = make_engine(settings.database_url)
     rt = SimpleNamespace(settings=settings, verdict_store=SqlVerdictStore(engine))
-    # Started more than max_deliveries (3) times: never run again.
-    run_batch([body(f"{run}-p")], cast(Runtime, rt), starts=[4])
+    # Started max_deliveries (3) times without an outcome: the next start parks it.
+    task_id = f"{run}-task"
+    redis.Redis.from_url(settings.broker_url).set(KEY.format(task_id), 3)
+    run_batch([body(f"{run}-p")], cast(Runtime, rt), [task_id])
+    assert probe.previous_starts(settings, [task_id]) == [0]  # it has its outcome
     parked = queued(settings, dead_queue(settings.queue_new))
     assert [p["event"]["listing_id"] for p in parked] == [f"{run}-p"]
     assert parked[0]["error"].startswith("dead_letter: its batch started 3 times")
@@ -88,3 +95,70 @@ def test_dead_list_replay_drop(settings: Settings) -> None:
     engine.dispose()
     assert set(reasons) == {f"{run}-0", f"{run}-2"}
     assert reasons[f"{run}-0"].startswith(f"dropped from {dead_queue(settings.queue_new)}: gave")
+
+
+class WorkerDied(BaseException):
+    """Stands in for the process dying mid-message: not an Exception, so nothing catches it."""
+
+
+def test_after_a_worker_died_each_message_runs_alone_and_only_the_killer_is_counted(
+    make_settings: Callable[..., Settings], datasets_dir: Path
+) -> None:
+    """A redelivered batch (its messages started once, no outcome) runs one message at a time:
+    the messages that finish are forgotten, the one running when the worker dies again gets
+    one more start, and those not yet run get none. So its batch-mates are never parked."""
+    suffix = uuid.uuid4().hex[:6]
+    settings = make_settings(
+        image_roots=[str(datasets_dir)],
+        detectors=[],
+        queue_new=f"dd-{suffix}.new",
+        queue_backfill=f"dd-{suffix}.backfill",
+    )
+    photo = str(sorted((datasets_dir / "listings-v1" / "val" / "fashion.hat").glob("*.jpg"))[0])
+    run = uuid.uuid4().hex[:6]
+
+    def read(ref: str) -> bytes:
+        if ref == "killer.jpg":
+            raise WorkerDied
+        return Path(ref).read_bytes()
+
+    def event(name: str, image: str) -> dict[str, Any]:
+        listing = ListingEvent(listing_id=f"{run}-{name}", declared_category="fashion.hat",
+                               images=[image])  # fmt: skip
+        return make_body(listing, "new")
+
+    bodies = [event("a", photo), event("killer", "killer.jpg"), event("b", photo)]
+    ids = [f"{run}-a", f"{run}-killer", f"{run}-b"]
+    client = redis.Redis.from_url(settings.broker_url)
+    for task_id in ids:  # the batch they were in started once, then its worker died
+        client.set(KEY.format(task_id), 1)
+    rt = Runtime.build(settings, stores=open_stores(settings.database_url), read=read)
+    try:
+        with pytest.raises(WorkerDied):
+            run_batch(bodies, rt, ids)
+        assert probe.previous_starts(settings, ids) == [0, 2, 1]
+        # Redelivered again: "a" (done, forgotten) runs with the fresh ones; "killer" dies
+        # alone once more; "b" still has not been started a second time.
+        with pytest.raises(WorkerDied):
+            run_batch(bodies, rt, ids)
+        assert probe.previous_starts(settings, ids) == [0, 3, 1]
+        # The next start would be the killer's fourth: it is parked, and "b" finally runs.
+        run_batch(bodies, rt, ids)
+        assert probe.previous_starts(settings, ids) == [0, 0, 0]
+    finally:
+        rt.close()
+    parked = queued(settings, dead_queue(settings.queue_new))
+    client.delete(dead_queue(settings.queue_new))
+    assert [p["event"]["listing_id"] for p in parked] == [f"{run}-killer"]
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            decided = set(
+                conn.execute(
+                    sa.text("SELECT listing_id FROM verdicts WHERE listing_id LIKE :p"),
+                    {"p": f"{run}-%"},
+                ).scalars()
+            )
+    finally:
+        engine.dispose()
+    assert decided == {f"{run}-a", f"{run}-b"}

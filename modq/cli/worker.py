@@ -22,9 +22,8 @@ import click
     type=int,
     default=2,
     show_default=True,
-    help="Batches in flight at once (threads sharing one ONNX session). 2: one batch computes "
-    "while the previous one is stored (docs/performance.md); 1: a worker killed by a poison "
-    "photo takes only that photo's batch with it (docs/reliability.md).",
+    help="Batches in flight at once (threads sharing one ONNX session); with 2 one batch "
+    "computes while the previous one is stored (docs/performance.md).",
 )
 @click.option("--loglevel", default=None, help="Celery log level (default MODQ_LOG_LEVEL).")
 @click.option(

@@ -1,12 +1,13 @@
 """Direct Redis calls a worker makes beside Celery, each bounded by a socket timeout: delivery
 counters, the broker health check and queue depths for monitoring.
 
-How many times each message's batch has started is what finds a poison message.
-A message whose worker dies while processing it (killed for memory, a crash in native code)
-is redelivered by Redis after the visibility timeout, and would kill the next worker too.
-Celery cannot count those deliveries (the redelivered message is the same message), so the
-worker counts batch starts per task id in Redis (`modq:deliveries:<id>`, kept a day). Past
-`max_deliveries` the message goes to `<queue>.dead` instead of into a batch.
+How many times each message has been started without an outcome is what finds a poison
+message. A message whose worker dies while processing it (killed for memory, a crash in
+native code) is redelivered by Redis after the visibility timeout, and would kill the next
+worker too. Celery cannot count those deliveries (the redelivered message is the same
+message), so the worker counts starts per task id in Redis (`modq:deliveries:<id>`, kept a
+day) and forgets them at the outcome; `modq.tasks.batch` decides what a start is. Past
+`max_deliveries` the message goes to `<queue>.dead` instead of being run.
 """
 
 from __future__ import annotations
@@ -51,6 +52,22 @@ def count_starts(settings: Settings, ids: Sequence[str | None]) -> list[int]:
         log.warning("could not count deliveries: %s", exc)
         return [1] * len(ids)
     return [int(n) for n in replies[::2]]
+
+
+def previous_starts(settings: Settings, ids: Sequence[str]) -> list[int]:
+    """How many times each message was started without reaching an outcome (0: never).
+
+    A count above 0 on delivery means a worker died while the message was in flight. Other
+    brokers, and a Redis that does not answer, report 0 for every message.
+    """
+    if not _is_redis(settings) or not ids:
+        return [0] * len(ids)
+    try:
+        values = _client(settings.broker_url).mget([KEY.format(task_id) for task_id in ids])
+    except redis.RedisError as exc:
+        log.warning("could not read delivery counts: %s", exc)
+        return [0] * len(ids)
+    return [int(v) if v is not None else 0 for v in values]
 
 
 def forget(settings: Settings, ids: Sequence[str | None]) -> None:

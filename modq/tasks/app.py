@@ -16,7 +16,6 @@ from celery import signals
 
 from modq.domain.envelope import summary
 from modq.ingest.broker import TASK_NAME, create_app, declare_queues, drop_stale_bindings
-from modq.ingest.probe import count_starts, forget
 from modq.pipeline.runtime import Runtime
 from modq.settings import get_settings
 from modq.store.stores import open_stores
@@ -66,8 +65,7 @@ def moderate_batch(requests: list[Any]) -> None:
     ids = [r.id for r in requests]
     started = time.monotonic()
     _task_events(requests, "task-started")
-    run_batch([r.kwargs for r in requests], runtime(), count_starts(settings, ids))
-    forget(settings, ids)
+    run_batch([r.kwargs for r in requests], runtime(), ids)
     _task_events(requests, "task-succeeded", runtime=time.monotonic() - started)
 
 

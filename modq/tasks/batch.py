@@ -2,8 +2,9 @@
 
 Transient failures re-queue the batch with backoff; an unexpected error is narrowed down to
 the message that causes it, so one poisonous event cannot take its batch-mates with it, and
-that event is recorded as rejected with the error as its reason. A message that killed its
-worker `max_deliveries` times is parked in `<queue>.dead` before it can do it again.
+that event is recorded as rejected with the error as its reason. Messages that were in flight
+when a worker died run one at a time; one that killed its worker `max_deliveries` times is
+parked in `<queue>.dead` before it can do it again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from modq.domain.envelope import rejected, source_of
 from modq.domain.verdicts import Source
 from modq.errors import ConfigError, RetryableError
+from modq.ingest import probe
 from modq.ingest.publish import park_dead, retry_later
 from modq.pipeline.moderate import handle_messages
 from modq.pipeline.runtime import Runtime
@@ -26,20 +28,43 @@ log = logging.getLogger(__name__)
 
 
 def run_batch(
-    bodies: Sequence[dict[str, Any]], rt: Runtime, starts: Sequence[int] | None = None
+    bodies: Sequence[dict[str, Any]], rt: Runtime, ids: Sequence[str] | None = None
 ) -> None:
     """Moderate and store message bodies; backfill and new work are stored with their source
     so verdict history shows why a listing was re-moderated.
 
-    `starts` (how many times each message's batch has started, `modq.ingest.probe`)
-    sends poison messages, started more than `max_deliveries` times, to `<queue>.dead`.
+    `ids` (the messages' task ids) drive the poison-message check (`modq.ingest.probe`);
+    without them nothing is counted.
+    Messages never started before run together, their starts counted at once. A message
+    already started without an outcome was in flight when a worker died: each such *suspect*
+    runs alone, its start counted just before it runs and forgotten as soon as it has an
+    outcome. So a worker that dies again counts one more start against the message it was
+    running, not against its batch-mates or the other batch in flight; a suspect started more
+    than `max_deliveries` times goes to `<queue>.dead`.
     """
-    by_source: dict[Source, list[dict[str, Any]]] = defaultdict(list)
-    limit = rt.settings.max_deliveries
-    for body, started in zip(bodies, starts or [1] * len(bodies), strict=True):
-        if started > limit:
+    if ids is None:
+        _run_by_source(bodies, rt)
+        return
+    before = probe.previous_starts(rt.settings, ids)
+    fresh = [(body, i) for body, i, n in zip(bodies, ids, before, strict=True) if n == 0]
+    suspects = [(body, i) for body, i, n in zip(bodies, ids, before, strict=True) if n > 0]
+    if fresh:
+        probe.count_starts(rt.settings, [i for _, i in fresh])
+        _run_by_source([body for body, _ in fresh], rt)
+        probe.forget(rt.settings, [i for _, i in fresh])
+    for body, task_id in suspects:
+        (started,) = probe.count_starts(rt.settings, [task_id])
+        if started > rt.settings.max_deliveries:
             _park_poison(body, rt, started - 1)
-            continue
+        else:
+            log.warning("message %s was in flight when a worker died: running it alone", task_id)
+            _run_by_source([body], rt)
+        probe.forget(rt.settings, [task_id])
+
+
+def _run_by_source(bodies: Sequence[dict[str, Any]], rt: Runtime) -> None:
+    by_source: dict[Source, list[dict[str, Any]]] = defaultdict(list)
+    for body in bodies:
         by_source[source_of(body)].append(body)
     for source, group in by_source.items():
         _process(group, rt, source)
