@@ -35,6 +35,7 @@ def run_batch(
 
     `ids` (the messages' task ids) drive the poison-message check (`modq.ingest.probe`);
     without them nothing is counted.
+
     Messages never started before run together, their starts counted at once. A message
     already started without an outcome was in flight when a worker died: each such *suspect*
     runs alone, its start counted just before it runs and forgotten as soon as it has an
