@@ -39,7 +39,7 @@ def count_starts(settings: Settings, ids: Sequence[str | None]) -> list[int]:
     Other brokers, and a Redis that does not answer, count every start as the first: the
     check is a safeguard, never a reason to hold a batch.
     """
-    if not settings.broker_url.startswith(("redis://", "rediss://")) or not ids:
+    if not _is_redis(settings) or not ids:
         return [1] * len(ids)
     try:
         with _client(settings.broker_url).pipeline(transaction=False) as pipe:
@@ -72,7 +72,7 @@ def previous_starts(settings: Settings, ids: Sequence[str]) -> list[int]:
 
 def forget(settings: Settings, ids: Sequence[str | None]) -> None:
     """Drop the counters of messages that reached an outcome (best effort)."""
-    if not settings.broker_url.startswith(("redis://", "rediss://")) or not ids:
+    if not _is_redis(settings) or not ids:
         return
     with contextlib.suppress(redis.RedisError):
         _client(settings.broker_url).delete(*(KEY.format(i) for i in ids))
