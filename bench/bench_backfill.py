@@ -223,7 +223,7 @@ def bench_memory(args: argparse.Namespace) -> None:
 def worker_process(settings: Settings, log: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "modq", "worker", "--loglevel", "WARNING", *extra],
+            [sys.executable, "-m", "modq", "worker", "--loglevel", "WARNING", "-p", "1", *extra],
             env=settings_env(settings),
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -1,18 +1,18 @@
 """End to end (Redis → `modq worker` → PostgreSQL) against in-process, same listings.
 
     .venv/bin/python bench/bench_e2e.py [--listings 400] [--rounds 1] [--concurrency 2]
-        [--redis-url redis://127.0.0.1:6379/14] [--workers K] [--baseline /tmp/modq-base]
+        [--redis-url redis://127.0.0.1:6379/14] [--processes K] [--baseline /tmp/modq-base]
 
 The same N listings built from listings-v1 val photos (`sample_events`, seed 7), default
 settings and detectors, a throw-away PostgreSQL database:
 - in-process: one `Runtime` (with the store, so the image banks and PDQ run as in the worker),
   `modq.pipeline.moderate.moderate` on batches of `batch_size` after a warm-up batch;
-- end to end: the queue is filled first (on the given Redis database, flushed), then one real
-  `modq worker` process starts; the time runs from the first to the last verdict committed in
-  PostgreSQL (verdicts of one batch share their transaction's timestamp, so the first batch's
-  listings are not counted: rate = (N - first batch) / (last - first); with `--workers K`,
-  the first K batches). `--trickle R` starts the worker on an empty queue and publishes R
-  listings/s instead (a stream, as in production).
+- end to end: the queue is filled first (on the given Redis database, flushed), then a real
+  `modq worker` starts, as deployed: by default one process per core (`--processes K` picks
+  K); the time runs from the first to the last verdict committed in PostgreSQL (verdicts of
+  one batch share their transaction's timestamp, so each process's first batch is not
+  counted: rate = (N - first K batches) / (last - first)). `--trickle R` starts the worker
+  on an empty queue and publishes R listings/s instead (a stream, as in production).
 Prints both rates, the ratio, and the sizes of the batches the worker formed. `--baseline TREE`
 also runs that tree's pipeline in-process each round (as `bench_throughput.py` does) and
 prints end to end / baseline: the deployed worker against an older tree, in one run.
@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from bench_throughput import run_tree  # the sibling script: run as bench/bench_e2e.py
 
 from modq.cli.demo import sample_events
+from modq.cli.worker_processes import cores
 from modq.domain.events import ListingEvent
 from modq.ingest.publish import submit_many
 from modq.pipeline.moderate import Runtime, moderate
@@ -79,30 +80,21 @@ def end_to_end(
     concurrency: int,
     log: Path,
     trickle: float,
-    workers: int = 1,
+    workers: int,
 ) -> tuple[float, Counter[int]]:
-    # N processes share the cores: each gets its share of ONNX threads, as deployed (one
-    # process keeps the automatic choice, as in-process).
     env = {**os.environ, **settings.to_env()}
-    if workers > 1 and not settings.intra_op_threads:
-        share = max(1, len(os.sched_getaffinity(0)) // workers)
-        env["MODQ_INTRA_OP_THREADS"] = str(share)
     redis.Redis.from_url(settings.broker_url).flushdb()
     if not trickle:
         submit_many(events, settings=settings)
     engine = sa.create_engine(settings.database_url)
     query = sa.text("SELECT created_at, timings FROM verdicts ORDER BY created_at")
     with log.open("wb") as out:
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "modq", "worker", "-c", str(concurrency)],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-            for _ in range(workers)
-        ]
-    proc = procs[0]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modq", "worker", "-p", str(workers), "-c", str(concurrency)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         if trickle:  # start empty, then publish a steady stream above what the worker does
             while "ready." not in log.read_text(errors="replace"):
@@ -120,15 +112,13 @@ def end_to_end(
                 raise SystemExit(f"worker stopped or timed out:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=60)
+        proc.terminate()
+        proc.wait(timeout=60)
         engine.dispose()
     groups = _groups(rows)
     batches = Counter(len(group) for _, group in groups)
-    # Each worker's first batch computed before its commit time, the clock's start: leave
-    # out one first batch per worker (with N workers, N batches end at about the same time).
+    # Each process's first batch computed before its commit time, the clock's start: leave
+    # out one first batch per process (K processes end K batches at about the same time).
     first, counted = groups[workers - 1][0], len(rows) - sum(len(g) for _, g in groups[:workers])
     rate = counted / (rows[-1][0] - first).total_seconds()
     return rate, batches
@@ -179,7 +169,12 @@ def main() -> None:
         help="also run this tree's pipeline in-process each round (bench_throughput.py's "
         "child, same listings) and print end to end / baseline",
     )
-    parser.add_argument("--workers", type=int, default=1, help="modq worker processes")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=cores(),
+        help="modq worker --processes (default: one per core, as the worker's 'auto')",
+    )
     parser.add_argument(
         "--photos-per-listing", type=int, default=0, help="regroup the photos K per listing"
     )
@@ -207,7 +202,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(tmp) / "worker.log"
             e2e, batches = end_to_end(
-                events, settings, args.concurrency, log, args.trickle, args.workers
+                events, settings, args.concurrency, log, args.trickle, args.processes
             )
         sizes = ", ".join(f"{size}×{count}" for size, count in sorted(batches.items()))
         versus = ""

@@ -83,7 +83,8 @@ def test_workers(compose: dict[str, Any], name: str) -> None:
     assert worker["stop_grace_period"] == "60s"
     assert float(Settings().fetch_deadline_s) < 60  # a batch's photos end well inside it
     test = " ".join(worker["healthcheck"]["test"])
-    assert "inspect ping" in test and "celery@$$HOSTNAME" in test
+    # celery@host: a single process (GPU); modq-0@host: the first a CPU worker supervises.
+    assert "inspect ping" in test and "celery@$$HOSTNAME,modq-0@$$HOSTNAME" in test
     for dependency in ("redis", "postgres", "migrate"):
         assert dependency in worker["depends_on"]
 

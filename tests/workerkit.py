@@ -16,9 +16,38 @@ from modq.settings import Settings
 T = TypeVar("T")
 
 
+def worker_command(*args: str) -> list[str]:
+    """`modq worker` with `args`; one process unless `args` ask for more (a test that kills
+    "the worker" by pid kills the process that consumes, not a supervisor)."""
+    processes = [] if {"--processes", "-p"} & set(args) else ["--processes", "1"]
+    return [sys.executable, "-m", "modq", "worker", "--loglevel", "INFO", *processes, *args]
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process build exactly `settings`."""
     return {**os.environ, **settings.to_env()}
+
+
+def child_pids(parent: int) -> list[int]:
+    """Live (not zombie) processes whose parent is `parent`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid ...: comm may hold spaces, so split after its ")".
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(ppid) == parent and state != "Z":
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+def is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 class WorkerProcess:
@@ -53,7 +82,7 @@ def running_worker(settings: Settings, log_path: Path, *args: str) -> Iterator[W
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "modq", "worker", "--loglevel", "INFO", *args],
+            worker_command(*args),
             env=settings_env(settings),
             stdout=log,
             stderr=subprocess.STDOUT,

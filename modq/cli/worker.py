@@ -1,10 +1,32 @@
-"""`modq worker`: run a Celery worker that consumes listing events and writes verdicts."""
+"""`modq worker`: run Celery worker processes that consume listing events and write verdicts."""
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 
 import click
+
+from modq.cli.worker_processes import Supervisor, cores
+from modq.settings import Settings, get_settings
+
+
+def process_count(_ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    """`auto` (None) or a whole number of processes, at least 1."""
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise click.BadParameter(f"{value!r} is neither 'auto' nor a number >= 1", param=param)
+    return int(value)
+
+
+def uses_gpu(settings: Settings) -> bool:
+    """Whether this worker's models would run on a GPU (the providers it would choose)."""
+    from modq.pipeline.infer import choose_providers
+
+    first = choose_providers(settings.providers, settings.gpu)[0]
+    return bool(first != "CPUExecutionProvider")
 
 
 @click.command()
@@ -16,6 +38,17 @@ import click
     help="'all' drains new listings before backfill; 'backfill' makes a dedicated pool.",
 )
 @click.option("--gpu", type=int, default=None, help="Pin this process to one GPU (one per GPU).")
+@click.option(
+    "--processes",
+    "-p",
+    default="auto",
+    callback=process_count,
+    show_default=True,
+    help="Worker processes: 'auto' is one per CPU core on a CPU machine (each with one ONNX "
+    "thread unless MODQ_INTRA_OP_THREADS is set) and 1 on a GPU; N > 1 supervises N "
+    "children, restarting any that dies (docs/deployment.md).",
+)
+@click.option("--name", default=None, hidden=True, help="Celery node name (set for children).")
 @click.option(
     "--concurrency",
     "-c",
@@ -49,13 +82,23 @@ import click
 def worker(
     queues: str,
     gpu: int | None,
+    processes: int | None,
+    name: str | None,
     concurrency: int,
     loglevel: str | None,
     nice: int,
     metrics_port: int | None,
     task_events: bool,
 ) -> None:
-    """Run a Celery worker: consume listing events, write verdicts."""
+    """Run Celery worker processes: consume listing events, write verdicts."""
+    settings = get_settings()
+    if gpu is not None and processes not in (None, 1):
+        raise click.UsageError("--gpu runs one process for that GPU: start one worker per GPU")
+    if processes is None:
+        processes = 1 if gpu is not None or uses_gpu(settings) else cores()
+    if processes > 1:
+        sys.exit(_supervise(processes, settings, queues, concurrency, loglevel, nice,
+                            metrics_port, task_events))  # fmt: skip
     if nice:
         # First thing, before any thread exists: on Linux the nice value is per thread and new
         # threads (Celery's pool, ONNX Runtime's) inherit it from the one that starts them.
@@ -64,7 +107,7 @@ def worker(
         # Must happen before onnxruntime initialises CUDA; the process then sees one GPU as 0.
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     from modq.pipeline.runtime import check_model_files
-    from modq.tasks.app import app, settings
+    from modq.tasks.app import app
 
     check_model_files(settings)
     port = metrics_port if metrics_port is not None else settings.metrics_port
@@ -87,7 +130,52 @@ def worker(
             "--pool", "threads",
             "--concurrency", str(concurrency),
             "--loglevel", loglevel or settings.log_level,
+            *(["--hostname", name] if name else []),
             "--without-gossip", "--without-mingle",
             *extra,
         ]
     )  # fmt: skip
+
+
+def _supervise(
+    processes: int,
+    settings: Settings,
+    queues: str,
+    concurrency: int,
+    loglevel: str | None,
+    nice: int,
+    metrics_port: int | None,
+    task_events: bool,
+) -> int:
+    """Run `processes` single-process workers under a `Supervisor`; returns the exit status."""
+    from modq.pipeline.runtime import check_model_files
+
+    logging.basicConfig(
+        level=(loglevel or settings.log_level).upper(),
+        format="[%(asctime)s: %(levelname)s/supervisor] %(message)s",
+    )
+    check_model_files(settings)  # one clear error here, not one per child restarting forever
+    port = metrics_port if metrics_port is not None else settings.metrics_port
+    commands = []
+    for index in range(processes):
+        command = [
+            sys.executable, "-m", "modq", "worker", "--processes", "1",
+            "--name", f"modq-{index}@%h", "--queues", queues, "-c", str(concurrency),
+            "--nice", str(nice),
+        ]  # fmt: skip
+        if loglevel:
+            command += ["--loglevel", loglevel]
+        if port is not None:
+            command += ["--metrics-port", str(port + index if port else 0)]
+        if task_events:
+            command.append("--task-events")
+        commands.append(command)
+    if settings.intra_op_threads == 0:
+        # One core's worth of ONNX threads each: per-process pools sized to the machine would
+        # put N x cores threads on the cores.
+        settings = settings.model_copy(update={"intra_op_threads": 1})
+    logging.getLogger("modq.worker").info(
+        "%d worker processes on %d cores, %d ONNX thread(s) each",
+        processes, cores(), settings.intra_op_threads,
+    )  # fmt: skip
+    return Supervisor(commands, {**os.environ, **settings.to_env()}).run()

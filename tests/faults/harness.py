@@ -108,8 +108,8 @@ class Run:
 
     # --- processes ------------------------------------------------------------------------
 
-    def start_worker(self) -> WorkerProcess:
-        worker = start_worker(self.settings, self.tmp / f"worker-{len(self.workers)}.log")
+    def start_worker(self, *args: str) -> WorkerProcess:
+        worker = start_worker(self.settings, self.tmp / f"worker-{len(self.workers)}.log", *args)
         self.workers.append(worker)
         return worker
 

@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import redis
 import sqlalchemy as sa
 
 from modq.settings import Settings
-from tests.workerkit import WorkerProcess, settings_env
+from tests.workerkit import WorkerProcess, settings_env, worker_command
 
 T = TypeVar("T")
 
@@ -135,8 +134,7 @@ def start_worker(settings: Settings, log_path: Path, *args: str) -> WorkerProces
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "modq", "worker", "--loglevel", "INFO", *args],
-            env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT,
+            worker_command(*args), env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     worker = WorkerProcess(proc, log_path)
     worker.wait_for(lambda: "ready." in worker.log(), 90, "the worker to start")
