@@ -13,9 +13,11 @@ settings and detectors, a throw-away PostgreSQL database:
   one batch share their transaction's timestamp, so each process's first batch is not
   counted: rate = (N - first K batches) / (last - first)). `--trickle R` starts the worker
   on an empty queue and publishes R listings/s instead (a stream, as in production).
-Prints both rates, the ratio, and the sizes of the batches the worker formed. `--baseline TREE`
-also runs that tree's pipeline in-process each round (as `bench_throughput.py` does) and
-prints end to end / baseline: the deployed worker against an older tree, in one run.
+Prints both rates, the ratio, how many of the worker's decisions (decision and reasons, read
+back from PostgreSQL) are the in-process ones, and the sizes of the batches the worker
+formed. `--baseline TREE` also runs that tree's pipeline in-process each round (as
+`bench_throughput.py` does) and prints end to end / baseline and how many decisions match
+the baseline's: the deployed worker against an older tree, in one run.
 """
 
 from __future__ import annotations
@@ -59,17 +61,22 @@ def fresh_database(name: str) -> str:
     return url
 
 
-def in_process(events: list[ListingEvent], settings: Settings) -> float:
+Decisions = dict[str, list[Any]]  # listing id -> [decision, sorted reasons]
+
+
+def in_process(events: list[ListingEvent], settings: Settings) -> tuple[float, Decisions]:
     # With the stores, as in the worker: image banks and PDQ run on this side too (without
     # them the in-process side skipped both and the ratio read 0.76-0.83 instead of ~0.95).
     rt = Runtime.build(settings, stores=open_stores(settings.database_url))
     try:
         size = settings.batch_size
         moderate(events[:size], rt)  # warm-up (these listings are moderated again below)
+        decisions: Decisions = {}
         started = time.perf_counter()
         for start in range(0, len(events), size):
-            moderate(events[start : start + size], rt)
-        return len(events) / (time.perf_counter() - started)
+            for v in moderate(events[start : start + size], rt):
+                decisions[v.listing_id] = [v.decision, sorted(v.reasons)]
+        return len(events) / (time.perf_counter() - started), decisions
     finally:
         rt.close()
 
@@ -81,13 +88,15 @@ def end_to_end(
     log: Path,
     trickle: float,
     workers: int,
-) -> tuple[float, Counter[int]]:
+) -> tuple[float, Counter[int], Decisions]:
     env = {**os.environ, **settings.to_env()}
     redis.Redis.from_url(settings.broker_url).flushdb()
     if not trickle:
         submit_many(events, settings=settings)
     engine = sa.create_engine(settings.database_url)
-    query = sa.text("SELECT created_at, timings FROM verdicts ORDER BY created_at")
+    query = sa.text(
+        "SELECT created_at, listing_id, decision, reasons FROM verdicts ORDER BY created_at"
+    )
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "modq", "worker", "-p", str(workers), "-c", str(concurrency)],
@@ -121,7 +130,7 @@ def end_to_end(
     # out one first batch per process (K processes end K batches at about the same time).
     first, counted = groups[workers - 1][0], len(rows) - sum(len(g) for _, g in groups[:workers])
     rate = counted / (rows[-1][0] - first).total_seconds()
-    return rate, batches
+    return rate, batches, {row[1]: [row[2], sorted(row[3])] for row in rows}
 
 
 def _groups(rows: Sequence[Any]) -> list[tuple[Any, list[Any]]]:
@@ -129,6 +138,17 @@ def _groups(rows: Sequence[Any]) -> list[tuple[Any, list[Any]]]:
     for row in rows:
         out.setdefault(row[0], []).append(row)
     return list(out.items())
+
+
+def same(decided: Decisions, expected: Decisions, label: str, notes: list[str]) -> str:
+    """How many of `decided` have the expected decision and reasons, as "k/n"; each difference
+    goes to `notes`. Listings are matched on their number: `sample_events` names them
+    `demo-<run>-<n>` and the run differs between the two sides."""
+    by_number = {k.rsplit("-", 1)[1]: v for k, v in expected.items()}
+    diffs = [k for k in sorted(decided) if decided[k] != by_number.get(k.rsplit("-", 1)[1])]
+    notes += [f"    {k}: {label} {by_number.get(k.rsplit('-', 1)[1])} -> {decided[k]}"
+              for k in diffs]  # fmt: skip
+    return f"{len(decided) - len(diffs)}/{len(decided)}"
 
 
 def regroup(events: list[ListingEvent], k: int, listings: int) -> list[ListingEvent]:
@@ -197,24 +217,30 @@ def main() -> None:
                 "database_url": fresh_database("modq_bench_e2e"),
             }
         )
-        local = float("nan") if args.no_in_process else in_process(events, settings)
+        local, expected = (float("nan"), {}) if args.no_in_process else in_process(events, settings)
         settings = settings.model_copy(update={"database_url": fresh_database("modq_bench_e2e")})
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(tmp) / "worker.log"
-            e2e, batches = end_to_end(
+            e2e, batches, decided = end_to_end(
                 events, settings, args.concurrency, log, args.trickle, args.processes
             )
         sizes = ", ".join(f"{size}×{count}" for size, count in sorted(batches.items()))
-        versus = ""
+        versus, notes = "", []
         if args.baseline:
             url = fresh_database("modq_bench_e2e_baseline")
             old = run_tree(args.baseline, args.listings, {"MODQ_DATABASE_URL": url})
             rate = old["listings"] / old["seconds"]
+            agreed = same(decided, old["decisions"], "baseline", notes)
             versus = f"; baseline in-process {rate:.2f} listings/s, end to end / baseline "
-            versus += f"{e2e / rate:.2f}"
+            versus += f"{e2e / rate:.2f}, decisions as the baseline's {agreed}"
+        agree = ""
+        if expected:
+            agree = f", decisions as in-process {same(decided, expected, 'in-process', notes)}"
         print(
             f"round {r + 1}: in-process {local:.2f} listings/s, end to end {e2e:.2f} listings/s, "
-            f"ratio {e2e / local:.2f}{versus}; worker batches (listings × count): {sizes}",
+            f"ratio {e2e / local:.2f}{agree}{versus}; worker batches (listings × count): {sizes}",
+            *notes,
+            sep="\n",
             flush=True,
         )
 
