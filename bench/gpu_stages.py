@@ -21,11 +21,11 @@ import numpy.typing as npt
 import onnxruntime as ort
 from PIL import Image
 
-from modq.detectors.nudity import bundled_model_path, int8_model_path, prepare_photo
+from modq.detectors.nudity import bundled_model_path, prepare_photo
 from modq.domain.contract import ModelContract
 from modq.domain.events import ListingEvent
 from modq.domain.preprocess import preprocess
-from modq.domain.provenance import classifier_path
+from modq.domain.provenance import classifier_path, nudity_int8_path
 from modq.domain.verdicts import PhotoResult
 from modq.pipeline.decode import decode_image
 from modq.policy.policy import Policy
@@ -117,7 +117,7 @@ def run_process(
     clf = BoundModel(str(clf_path), cfg, (cfg.batch, 3, 224, 224), cache)
     contract = ModelContract.from_metadata(clf.metadata, str(clf_path))
     spec = contract.preprocess
-    nsfw_path = int8_model_path() if cfg.provider == "cpu" else bundled_model_path()
+    nsfw_path = nudity_int8_path() if cfg.provider == "cpu" else bundled_model_path()
     nsfw = BoundModel(nsfw_path, cfg, (cfg.batch, 224, 224, 3), cache)
     policy = Policy.load(settings.policy_path)
     decoder = gpu_decoder() if cfg.decoder == "nvimgcodec" else None

@@ -15,7 +15,8 @@ from modq.detectors.base import Scores, score_isolated
 from modq.detectors.contacts import ContactsDetector, find_contacts
 from modq.detectors.hashing import hamming, pdq_hash
 from modq.detectors.mih import HashIndex
-from modq.detectors.nudity import INT8_MODEL, NudityDetector, int8_model_path, prepare_photo
+from modq.detectors.nudity import NudityDetector, prepare_photo
+from modq.domain.provenance import NUDITY_INT8_MODEL, nudity_int8_path
 from modq.errors import ConfigError, DetectorError
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
@@ -236,15 +237,15 @@ def test_int8_nudity_stays_close_to_fp32(nudity: NudityDetector, datasets_dir: P
 
 
 def test_a_tampered_int8_model_is_refused(tmp_path: Path) -> None:
-    copy = tmp_path / INT8_MODEL.name
-    data = bytearray(INT8_MODEL.read_bytes())
+    copy = tmp_path / NUDITY_INT8_MODEL.name
+    data = bytearray(NUDITY_INT8_MODEL.read_bytes())
     data[-1] ^= 0xFF
     copy.write_bytes(bytes(data))
-    Path(f"{copy}.json").write_text(Path(f"{INT8_MODEL}.json").read_text())
+    Path(f"{copy}.json").write_text(Path(f"{NUDITY_INT8_MODEL}.json").read_text())
     with pytest.raises(ConfigError, match="sha256"):
-        int8_model_path(copy)
+        nudity_int8_path(copy)
     with pytest.raises(ConfigError, match="missing"):
-        int8_model_path(tmp_path / "absent.onnx")
+        nudity_int8_path(tmp_path / "absent.onnx")
 
 
 def test_nudity_input_is_the_packages_preprocessing_bit_for_bit(datasets_dir: Path) -> None:

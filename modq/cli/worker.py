@@ -106,7 +106,7 @@ def worker(
     if gpu is not None:
         # Must happen before onnxruntime initialises CUDA; the process then sees one GPU as 0.
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    from modq.pipeline.runtime import check_model_files
+    from modq.domain.provenance import check_model_files
     from modq.tasks.app import app
 
     check_model_files(settings)
@@ -148,7 +148,7 @@ def _supervise(
     task_events: bool,
 ) -> int:
     """Run `processes` single-process workers under a `Supervisor`; returns the exit status."""
-    from modq.pipeline.runtime import check_model_files
+    from modq.domain.provenance import check_model_files
 
     logging.basicConfig(
         level=(loglevel or settings.log_level).upper(),

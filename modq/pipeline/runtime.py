@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from modq.detectors import build_detectors
 from modq.detectors.banks import BankConfig, BankMatcher
 from modq.detectors.base import Detector
-from modq.detectors.nudity import int8_model_path
-from modq.domain.contract import read_contract
 from modq.domain.provenance import classifier_path
 from modq.pipeline.fetch import PhotoFetcher
 from modq.pipeline.infer import Classifier, choose_providers, session_threads
@@ -106,12 +104,3 @@ class Runtime:
     def close(self) -> None:
         for close in self._closers:
             close()
-
-
-def check_model_files(settings: Settings) -> None:
-    """Refuse now, with the fix in the message, a configuration whose model files are missing
-    or stale: `modq worker` calls this before it consumes anything. (The runtime itself is
-    built after the worker starts, when a database outage must not stop it.)"""
-    read_contract(classifier_path(settings))
-    if "nudity" in settings.detectors and settings.nudity_precision == "int8":
-        int8_model_path()
