@@ -40,6 +40,8 @@ HEALTHY_AFTER_S = 60.0
 MAX_BACKOFF_S = 60.0
 POLL_S = 0.2
 _PR_SET_PDEATHSIG = 1
+# Loaded here, not between fork and exec, where the child should do as little as possible.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 def cores() -> int:
@@ -49,8 +51,8 @@ def cores() -> int:
 
 def _die_with(parent: int) -> Callable[[], None]:
     def setup() -> None:  # runs in the child between fork and exec
-        if sys.platform.startswith("linux"):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
@@ -85,6 +87,8 @@ class Supervisor:
         )
         self.running[index] = _Child(index, proc, time.monotonic(), failures)
         log.info("worker process %d started (pid %d)", index, proc.pid)
+        if self.stopping:  # a signal came while it was being started: it missed the forward
+            proc.send_signal(signal.SIGTERM)
 
     def _forward(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stopping:
@@ -99,12 +103,14 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until stopped by a signal or every child has exited by itself (a Celery
-        `shutdown` command); the exit status is the first non-zero child status, else 0."""
+        `shutdown` command); the exit status is the first non-zero child status, else 0.
+        Polls: a child's death is noticed within POLL_S, which is plenty for a restart."""
         previous = {s: signal.signal(s, self._forward) for s in (signal.SIGTERM, signal.SIGINT)}
         status = 0
         try:
             for index in range(len(self.commands)):
-                self._start(index)
+                if not self.stopping:
+                    self._start(index)
             while self.running or self.pending:
                 time.sleep(POLL_S)
                 for index, child in list(self.running.items()):
@@ -113,12 +119,13 @@ class Supervisor:
                         continue
                     del self.running[index]
                     if self.stopping or code == 0:
-                        status = status or code
+                        # A child killed by signal N reports -N; exit as a shell would, 128 + N.
+                        status = status or (128 - code if code < 0 else code)
                         continue
                     self._schedule_restart(child, code)
                 now = time.monotonic()
                 for index, (due, failures) in list(self.pending.items()):
-                    if now >= due:
+                    if now >= due and not self.stopping:
                         del self.pending[index]
                         self._start(index, failures)
         finally:

@@ -1,0 +1,84 @@
+"""The supervisor behind `modq worker --processes N`, with stand-in children (fast); the real
+worker processes under it are killed mid-batch in tests/faults/test_faults.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from modq.cli.main import main
+from tests.faults.services import poll
+from tests.workerkit import child_pids, is_running
+
+# A child that, like Celery's warm shutdown, exits 0 on SIGTERM and says it got it.
+CHILD = textwrap.dedent(
+    """
+    import signal, sys, time
+    def stop(signum, frame):
+        print("child got", signal.Signals(signum).name, flush=True)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, stop)
+    time.sleep(600)
+    """
+)
+
+
+def _supervisor(tmp_path: Path, children: int) -> tuple[subprocess.Popen[bytes], Path]:
+    script = (
+        "import sys\n"
+        "from modq.cli.worker_processes import Supervisor\n"
+        f"sys.exit(Supervisor([[sys.executable, '-c', {CHILD!r}]] * {children}, {{}}).run())\n"
+    )
+    log = tmp_path / "supervisor.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    return proc, log
+
+
+def test_a_dead_child_is_started_again_and_sigterm_stops_every_child(tmp_path: Path) -> None:
+    proc, log = _supervisor(tmp_path, 2)
+    try:
+        first = poll(lambda: len(k := child_pids(proc.pid)) == 2 and k, 30, "two children")
+        os.kill(first[0], signal.SIGKILL)
+        # Died young: it comes back after the first backoff step (1 s), the other untouched.
+        again = poll(
+            lambda: len(k := child_pids(proc.pid)) == 2 and first[0] not in k and k,
+            30,
+            "the killed child to be started again",
+        )
+        assert first[1] in again
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert not any(is_running(pid) for pid in again)
+        assert log.read_text().count("child got SIGTERM") == 2  # once each, not twice
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_killed_supervisor_takes_its_children_along(tmp_path: Path) -> None:
+    proc, _ = _supervisor(tmp_path, 2)
+    kids = poll(lambda: len(k := child_pids(proc.pid)) == 2 and k, 30, "two children")
+    proc.kill()
+    proc.wait()
+    poll(lambda: not any(is_running(pid) for pid in kids), 30, "the children to exit")
+
+
+def test_process_counts_are_checked() -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["worker", "--processes", "0"])
+    assert result.exit_code == 2 and "neither 'auto' nor a number >= 1" in result.output
+    result = runner.invoke(main, ["worker", "--gpu", "0", "--processes", "2"])
+    assert result.exit_code == 2 and "one worker per GPU" in result.output
