@@ -80,5 +80,5 @@ def test_process_counts_are_checked() -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["worker", "--processes", "0"])
     assert result.exit_code == 2 and "neither 'auto' nor a number >= 1" in result.output
-    result = runner.invoke(main, ["worker", "--gpu", "0", "--processes", "2"])
-    assert result.exit_code == 2 and "one worker per GPU" in result.output
+    result = runner.invoke(main, ["worker", "--processes", "two"])
+    assert result.exit_code == 2 and "neither 'auto' nor a number >= 1" in result.output

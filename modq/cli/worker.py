@@ -45,8 +45,9 @@ def uses_gpu(settings: Settings) -> bool:
     callback=process_count,
     show_default=True,
     help="Worker processes: 'auto' is one per CPU core on a CPU machine (each with one ONNX "
-    "thread unless MODQ_INTRA_OP_THREADS is set) and 1 on a GPU; N > 1 supervises N "
-    "children, restarting any that dies (docs/deployment.md).",
+    "thread unless MODQ_INTRA_OP_THREADS is set) and 1 on a GPU (with --gpu N, N > 1 puts "
+    "that many on the GPU); N > 1 supervises N children, restarting any that dies "
+    "(docs/deployment.md).",
 )
 @click.option("--name", default=None, hidden=True, help="Celery node name (set for children).")
 @click.option(
@@ -92,12 +93,10 @@ def worker(
 ) -> None:
     """Run Celery worker processes: consume listing events, write verdicts."""
     settings = get_settings()
-    if gpu is not None and processes not in (None, 1):
-        raise click.UsageError("--gpu runs one process for that GPU: start one worker per GPU")
     if processes is None:
         processes = 1 if gpu is not None or uses_gpu(settings) else cores()
     if processes > 1:
-        sys.exit(_supervise(processes, settings, queues, concurrency, loglevel, nice,
+        sys.exit(_supervise(processes, settings, gpu, queues, concurrency, loglevel, nice,
                             metrics_port, task_events))  # fmt: skip
     if nice:
         # First thing, before any thread exists: on Linux the nice value is per thread and new
@@ -140,6 +139,7 @@ def worker(
 def _supervise(
     processes: int,
     settings: Settings,
+    gpu: int | None,
     queues: str,
     concurrency: int,
     loglevel: str | None,
@@ -163,6 +163,8 @@ def _supervise(
             "--name", f"modq-{index}@%h", "--queues", queues, "-c", str(concurrency),
             "--nice", str(nice),
         ]  # fmt: skip
+        if gpu is not None:
+            command += ["--gpu", str(gpu)]
         if loglevel:
             command += ["--loglevel", loglevel]
         if port is not None:
@@ -170,7 +172,7 @@ def _supervise(
         if task_events:
             command.append("--task-events")
         commands.append(command)
-    if settings.intra_op_threads == 0:
+    if settings.intra_op_threads == 0 and gpu is None:
         # One core's worth of ONNX threads each: per-process pools sized to the machine would
         # put N x cores threads on the cores.
         settings = settings.model_copy(update={"intra_op_threads": 1})
