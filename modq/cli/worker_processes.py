@@ -125,8 +125,10 @@ class Supervisor:
                     self._schedule_restart(child, code)
                 now = time.monotonic()
                 for index, (due, failures) in list(self.pending.items()):
-                    if now >= due and not self.stopping:
-                        del self.pending[index]
+                    if now < due or self.stopping:
+                        continue
+                    # pop, not del: a signal's handler may have emptied `pending` meanwhile
+                    if self.pending.pop(index, None) is not None:
                         self._start(index, failures)
         finally:
             for signum, handler in previous.items():
