@@ -37,7 +37,8 @@ test: install-train lint typecheck
 	$(BIN)/pytest
 
 # 20,000 listings, 5 % hostile photos, through a real worker on its own Redis and PostgreSQL
-# (tests/faults/test_soak.py; MODQ_SOAK_N=2000 for a shorter one). Results: docs/reliability.md.
+# (tests/faults/test_soak.py; MODQ_SOAK_N=2000 for a shorter one, MODQ_SOAK_PROCESSES=2 for
+# a supervised worker of two processes). Results: docs/reliability.md.
 soak: install
 	MODQ_SOAK=1 $(BIN)/pytest -s -q tests/faults/test_soak.py
 

@@ -21,7 +21,7 @@ import redis
 import sqlalchemy as sa
 
 from modq.settings import Settings
-from tests.workerkit import WorkerProcess, settings_env, worker_command
+from tests.workerkit import WorkerProcess, child_pids, settings_env, worker_command
 
 T = TypeVar("T")
 
@@ -142,14 +142,17 @@ def start_worker(settings: Settings, log_path: Path, *args: str) -> WorkerProces
 
 
 def peak_rss_mb(worker: WorkerProcess) -> float:
-    """The process's peak resident set (VmHWM) in MiB; 0 once it has exited."""
-    try:
-        for line in Path(f"/proc/{worker.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    """The largest peak resident set (VmHWM, MiB) of the worker's processes: the worker itself
+    or, under a supervisor (`--processes N`), each of its children. 0 once they have exited."""
+    peak = 0.0
+    for pid in (worker.proc.pid, *child_pids(worker.proc.pid)):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+    return peak
 
 
 def stop_worker(worker: WorkerProcess, sig: int = signal.SIGTERM, timeout: float = 60) -> None:

@@ -1,6 +1,7 @@
-"""The soak (`make soak`, skipped otherwise): 20,000 listings (MODQ_SOAK_N) through one worker,
-5 % of them carrying a hostile photo (tests/faults/hostile.py). Reports the counts, the
-longest stall (seconds without a new outcome while work remained) and the peak RSS."""
+"""The soak (`make soak`, skipped otherwise): 20,000 listings (MODQ_SOAK_N) through one worker
+(`modq worker --processes MODQ_SOAK_PROCESSES`, default 1), 5 % of them carrying a hostile
+photo (tests/faults/hostile.py). Reports the counts, the longest stall (seconds without a new
+outcome while work remained) and the peak RSS of the largest worker process."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.skipif(
     os.environ.get("MODQ_SOAK") != "1", reason="the soak runs with `make soak` (MODQ_SOAK=1)"
 )
 N = int(os.environ.get("MODQ_SOAK_N", "20000"))
+PROCESSES = os.environ.get("MODQ_SOAK_PROCESSES", "1")
 HOSTILE_SHARE = 0.05
 RSS_BOUND_MB = 2048
 
@@ -40,7 +42,7 @@ def test_soak_with_hostile_photos(
                 refs.append(photos)
             for i in range(3):  # a handful of 1 MB references
                 refs[(i * 997) % N] = [huge_ref(), *photos_of(photo_root, i)[:1]]
-            run.start_worker()
+            run.start_worker("--processes", PROCESSES)
             started = time.monotonic()
             run.submit(refs, chunk=500)
             stall = [0.0, run.done(), time.monotonic()]  # longest, last count, last change
