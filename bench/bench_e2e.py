@@ -36,7 +36,7 @@ from typing import Any
 
 import redis
 import sqlalchemy as sa
-from bench_throughput import run_tree  # the sibling script: run as bench/bench_e2e.py
+from bench_throughput import fresh_database, run_tree  # sibling: run as bench/bench_e2e.py
 
 from modq.cli.demo import sample_events
 from modq.cli.worker_processes import cores
@@ -44,22 +44,7 @@ from modq.domain.events import ListingEvent
 from modq.ingest.publish import submit_many
 from modq.pipeline.moderate import Runtime, moderate
 from modq.settings import Settings, get_settings
-from modq.store.database import migrate
 from modq.store.stores import open_stores
-
-ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-
-
-def fresh_database(name: str) -> str:
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    migrate(url)
-    return url
-
 
 Decisions = dict[str, list[Any]]  # listing id -> [decision, sorted reasons]
 
