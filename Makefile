@@ -47,14 +47,14 @@ format: install
 	$(BIN)/ruff format .
 
 # Retrain the shipped model from ../shared/datasets/listings-v1 (about 25 minutes on 2 cores):
-# replaces models/modq-listings.onnx only when better on val (docs/model-card.md).
+# replaces modq/assets/models/modq-listings.onnx only when better on val (docs/model-card.md).
 model: install-train
 	$(BIN)/modq-train all --data $(MODQ_DATASETS_DIR)/listings-v1 --out runs/listings-v1 \
-		--exclude-leaked --ship-to models/modq-listings.onnx --policy policies/default.toml
-	$(BIN)/modq-train add-prohibited-head --model models/modq-listings.onnx \
+		--exclude-leaked --ship-to modq/assets/models/modq-listings.onnx --policy modq/assets/policies/default.toml
+	$(BIN)/modq-train add-prohibited-head --model modq/assets/models/modq-listings.onnx \
 		--data $(MODQ_DATASETS_DIR)/prohibited-v2 --benign $(MODQ_DATASETS_DIR)/listings-v1 \
 		--features avg+max
-	$(BIN)/python -m training.classifier_int8 --model models/modq-listings.onnx
+	$(BIN)/python -m training.classifier_int8 --model modq/assets/models/modq-listings.onnx
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py

@@ -5,7 +5,7 @@
 
 Runs the detector over every listings-v1 validation photo (all benign) and the prohibited-v1
 validation photos, decoded as the worker decodes them, and prints per category the share
-sent to review / auto-rejected under policies/default.toml (with its per-category
+sent to review / auto-rejected under modq/assets/policies/default.toml (with its per-category
 exceptions), plus milliseconds per photo (single process, this machine).
 """
 

@@ -1,4 +1,4 @@
-"""open_nsfw int8 (models/open-nsfw-int8.onnx) against fp32: score drift, decisions, speed.
+"""open_nsfw int8 (modq/assets/models/open-nsfw-int8.onnx) against fp32: drift, decisions, speed.
 
     .venv/bin/python bench/bench_nudity_int8.py [--limit 0]
 

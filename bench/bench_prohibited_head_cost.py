@@ -21,6 +21,8 @@ import onnx
 import onnx.utils
 import onnxruntime as ort
 
+from modq.settings import DEFAULT_MODEL
+
 
 def timed_subgraph(model: Path, output: str, tmp: Path) -> tuple[ort.InferenceSession, str]:
     proto = onnx.load(str(model))
@@ -34,7 +36,7 @@ def timed_subgraph(model: Path, output: str, tmp: Path) -> tuple[ort.InferenceSe
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("models", type=Path, nargs="*", default=[Path("models/modq-listings.onnx")])
+    parser.add_argument("models", type=Path, nargs="*", default=[DEFAULT_MODEL])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=7)

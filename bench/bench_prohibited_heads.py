@@ -106,7 +106,7 @@ def extract(model: Path, paths: list[Path], cache: Path) -> dict[str, np.ndarray
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, default=Path("models/modq-listings.onnx"))
+    parser.add_argument("--model", type=Path, default=Path("modq/assets/models/modq-listings.onnx"))
     parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
     parser.add_argument("--data", default="prohibited-v2", help="prohibited set under --datasets")
     parser.add_argument("--val", action="store_true", help="also report val at OOF thresholds")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -9,9 +10,38 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from modq.assets import asset_path
+
+# The checkout's root when modq runs from its source tree; in an installed wheel this is
+# site-packages and nothing below reads from it (`in_source_checkout`).
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO_ROOT / "models" / "modq-listings.onnx"
-DEFAULT_POLICY = REPO_ROOT / "policies" / "default.toml"
+DEFAULT_MODEL = asset_path("models", "modq-listings.onnx")
+DEFAULT_POLICY = asset_path("policies", "default.toml")
+
+
+def in_source_checkout() -> bool:
+    """Whether this modq is a source checkout (a developer's, CI's) rather than an install."""
+    return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "modq").is_dir()
+
+
+def default_data_dir() -> Path:
+    """Where modq keeps state (the console secret, the demo's embedded database) unless
+    MODQ_DATA_DIR says: `.modq-data` in a source checkout, else the per-user state folder
+    (`$XDG_STATE_HOME/modq`, `~/.local/state/modq`). Never the package folder, which an
+    installed service usually cannot write (the image sets MODQ_DATA_DIR=/var/lib/modq)."""
+    if in_source_checkout():
+        return REPO_ROOT / ".modq-data"
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "modq"
+
+
+def default_datasets_dir() -> Path:
+    """The real photos beside a checkout (`../shared/datasets`); elsewhere `./datasets`, and
+    the commands that need photos say to set MODQ_DATASETS_DIR."""
+    if in_source_checkout():
+        return REPO_ROOT.parent / "shared" / "datasets"
+    return Path("datasets").resolve()
+
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -25,9 +55,9 @@ class Settings(BaseSettings):
     database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
     model_path: Path = DEFAULT_MODEL
     policy_path: Path = DEFAULT_POLICY
-    data_dir: Path = REPO_ROOT / ".modq-data"
+    data_dir: Path = Field(default_factory=default_data_dir)
     # Real photos for the demo, tests and benchmarks; never copied into the repository.
-    datasets_dir: Path = REPO_ROOT.parent / "shared" / "datasets"
+    datasets_dir: Path = Field(default_factory=default_datasets_dir)
 
     # Photo sources. Local paths must sit under one of `image_roots`; URLs must name a host in
     # `allowed_hosts` ("*" = any public host). Loopback, private and link-local addresses are

@@ -22,7 +22,7 @@ PACKAGE = REPO_ROOT / "modq"
 
 # Lower layers never import upper ones: a package may import only from its own layer or below.
 LAYERS: list[set[str]] = [
-    {"modq.errors", "modq.settings"},
+    {"modq.errors", "modq.settings", "modq.assets"},
     {"modq.domain"},
     {"modq.policy", "modq.store", "modq.detectors"},
     {"modq.pipeline", "modq.ingest"},

@@ -168,7 +168,19 @@ def test_every_index_and_constraint_matches(pg_empty_url: str) -> None:
         engine.dispose()
 
 
-def test_alembic_ini_points_at_this_repository() -> None:
+def test_migrations_ship_inside_the_package() -> None:
+    """`modq migrate` finds its migrations in the package (an installed wheel has no checkout),
+    and the developers' `alembic.ini` points at the same folder."""
+    import configparser
+
+    import modq.store
+
+    package_migrations = Path(modq.store.__file__).parent / "migrations"
     cfg = alembic_config("sqlite://")
-    assert Path(cfg.get_main_option("script_location") or "") == REPO_ROOT / "migrations"
-    assert (REPO_ROOT / "migrations" / "versions" / "0001_initial_schema.py").is_file()
+    assert cfg.config_file_name is None
+    assert Path(cfg.get_main_option("script_location") or "") == package_migrations
+    assert (package_migrations / "versions" / "0001_initial_schema.py").is_file()
+    ini = configparser.ConfigParser()
+    ini.read(REPO_ROOT / "alembic.ini")
+    here = ini.get("alembic", "script_location", vars={"here": str(REPO_ROOT)})
+    assert Path(here) == package_migrations

@@ -1,6 +1,7 @@
 """int8 copy of the shipped category model: static QDQ quantisation of its convolutions.
 
-    python -m training.classifier_int8 [--model models/modq-listings.onnx] [--photos 256]
+    python -m training.classifier_int8 [--model modq/assets/models/modq-listings.onnx]
+                                       [--photos 256]
     python -m training.classifier_int8 --thresholds   # prohibited thresholds for int8 serving
 
 Writes `<model stem>-int8.onnx` beside the fp32 file, with the same `modq.contract` metadata

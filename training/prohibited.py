@@ -15,7 +15,7 @@ validation, and written to the contract's provenance for the policy file. Valida
 (prohibited-v2 val, per label and per source) and false-positive rates (listings-v1 val, all
 benign) are reported by `evaluate_head`.
 
-    modq-train add-prohibited-head --model models/modq-listings.onnx \
+    modq-train add-prohibited-head --model modq/assets/models/modq-listings.onnx \
         --data ../shared/datasets/prohibited-v2 --benign ../shared/datasets/listings-v1
 """
 

@@ -11,12 +11,14 @@ import hashlib
 import json
 from pathlib import Path
 
+from modq.assets import asset_path
 from modq.domain.contract import read_contract
 from modq.errors import ConfigError
-from modq.settings import REPO_ROOT, Settings
+from modq.settings import Settings
 
-# open_nsfw's static int8 copy, shipped in models/ (`python -m training.nudity_int8` makes it).
-NUDITY_INT8_MODEL = REPO_ROOT / "models" / "open-nsfw-int8.onnx"
+# open_nsfw's static int8 copy, shipped in the package (`python -m training.nudity_int8`
+# makes it).
+NUDITY_INT8_MODEL = asset_path("models", "open-nsfw-int8.onnx")
 
 
 def sha256_of(path: Path) -> str:

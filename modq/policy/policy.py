@@ -1,9 +1,9 @@
 """The policy: turns model and detector scores into approve / reject / review with
 machine-readable reasons.
 
-Thresholds live in a versioned TOML file (policies/default.toml), never in code, so trust
-and safety can tune them without a deploy of new code and every verdict records the policy
-version that produced it. The category rules are in `modq.policy.category`, the detector
+Thresholds live in a versioned TOML file (modq/assets/policies/default.toml), never in code,
+so trust and safety can tune them without a deploy of new code and every verdict records the
+policy version that produced it. The category rules are in `modq.policy.category`, the detector
 rules in `modq.policy.detector_rules`; `Policy.decide` combines them.
 """
 

@@ -26,7 +26,6 @@ from modq.domain.events import as_utc
 from modq.errors import ConfigError, StoreUnavailable
 
 __all__ = ["Engine", "as_utc", "connected", "make_engine", "migrate", "unavailable"]
-from modq.settings import REPO_ROOT
 
 _TRANSIENT = (
     sa_exc.OperationalError,
@@ -128,9 +127,13 @@ def unavailable(what: str) -> Iterator[None]:
 
 
 def alembic_config(url: str) -> Config:
-    """Alembic's configuration for `url`, found from the repository root, not the cwd."""
-    cfg = Config(str(REPO_ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    """Alembic's configuration for `url`: the migrations ship inside the package
+    (`modq/store/migrations`), so this works from an installed wheel and any folder. No ini
+    file is read; `alembic.ini` at the checkout's root is for developers' `alembic` command."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).resolve().parent / "migrations"))
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("timezone", "UTC")
     # configparser interpolation: a literal % (URL-encoded passwords) must be doubled.
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["configure_logger"] = False
