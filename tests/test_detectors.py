@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
@@ -18,6 +19,7 @@ from modq.detectors.mih import HashIndex
 from modq.detectors.nudity import NudityDetector, prepare_photo
 from modq.domain.provenance import NUDITY_INT8_MODEL, nudity_int8_path
 from modq.errors import ConfigError, DetectorError
+from modq.settings import Settings
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 
@@ -265,3 +267,28 @@ def test_nudity_input_is_the_packages_preprocessing_bit_for_bit(datasets_dir: Pa
         assert ours.dtype == np.float32 and ours.flags.c_contiguous
         assert ours.shape == expected.shape == (224, 224, 3)
         assert np.array_equal(ours, expected)
+
+
+def test_detector_sessions_run_on_the_classifiers_providers(tiny_model: Path) -> None:
+    """open_nsfw and the three OCR sessions get the classifier's providers with their options
+    (device id included: with names alone ONNX Runtime would put them on GPU 0)."""
+    from modq.detectors import build_detectors
+    from modq.detectors.base import ort_providers
+    from modq.pipeline.infer import Classifier, choose_providers
+
+    providers = choose_providers("auto", None)
+    classifier = Classifier.from_path(tiny_model, Settings(intra_op_threads=1))
+    detectors = build_detectors(["nudity", "contacts"], providers, 1)
+    sessions = [detectors[0].session, *detectors[1].sessions]  # type: ignore[attr-defined]
+    assert len(sessions) == 4
+    for session in sessions:
+        assert session.get_providers() == classifier.session.get_providers()
+        assert session.get_provider_options() == classifier.session.get_provider_options()
+        assert session.get_session_options().intra_op_num_threads == 1
+    cuda = ("CUDAExecutionProvider", {"device_id": 1})
+    assert ort_providers([("CPUExecutionProvider", {"x": "1"})]) == [
+        ("CPUExecutionProvider", {"x": "1"})
+    ]
+    kept = ort_providers([cuda, "CPUExecutionProvider"])
+    assert kept[-1] == "CPUExecutionProvider"
+    assert cuda in kept or "CUDAExecutionProvider" not in ort.get_available_providers()

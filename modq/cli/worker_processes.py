@@ -74,6 +74,7 @@ class Supervisor:
         self.commands = list(commands)
         self.env = env
         self.stopping = False
+        self.stop_signal: int | None = None
         self.running: dict[int, _Child] = {}
         # index -> (monotonic time to start it again, failures so far)
         self.pending: dict[int, tuple[float, int]] = {}
@@ -96,6 +97,7 @@ class Supervisor:
                 "%s: stopping %d worker processes", signal.Signals(signum).name, len(self.running)
             )
         self.stopping = True
+        self.stop_signal = self.stop_signal or signum
         self.pending.clear()
         for child in self.running.values():
             if child.proc.poll() is None:
@@ -119,8 +121,7 @@ class Supervisor:
                         continue
                     del self.running[index]
                     if self.stopping or code == 0:
-                        # A child killed by signal N reports -N; exit as a shell would, 128 + N.
-                        status = status or (128 - code if code < 0 else code)
+                        status = status or self._stopped_status(code)
                         continue
                     self._schedule_restart(child, code)
                 now = time.monotonic()
@@ -134,6 +135,15 @@ class Supervisor:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return status
+
+    def _stopped_status(self, code: int) -> int:
+        """What a child's exit during a stop means for the supervisor's status. Killed by the
+        very signal that was forwarded (it came before Celery installed its handlers, while the
+        child was still starting, so it held no listing): a clean stop. Killed by any other
+        signal N: 128 + N, as a shell would report it."""
+        if code < 0 and -code == self.stop_signal:
+            return 0
+        return 128 - code if code < 0 else code
 
     def _schedule_restart(self, child: _Child, code: int) -> None:
         lived = time.monotonic() - child.started

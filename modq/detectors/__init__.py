@@ -28,14 +28,13 @@ def build_detectors(
         raise ConfigError(
             f"unknown detector(s) {unknown} in MODQ_DETECTORS; known: nudity, contacts, banks"
         )
-    provider_names = [p[0] if isinstance(p, tuple) else str(p) for p in providers]
     out: list[Detector] = []
     if "nudity" in names:
         from modq.detectors.nudity import NudityDetector
 
-        out.append(NudityDetector(provider_names, threads, precision=nudity_precision))
+        out.append(NudityDetector(providers, threads, precision=nudity_precision))
     if "contacts" in names:
         from modq.detectors.contacts import ContactsDetector
 
-        out.append(ContactsDetector(provider_names, threads))
+        out.append(ContactsDetector(providers, threads))
     return out

@@ -9,7 +9,7 @@ scores: `score_isolated` runs the batch once and, only if that fails, photo by p
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from PIL import Image
 
@@ -77,12 +77,35 @@ def score_isolated(
     return [r if r is not None else DetectorError(f"{name}: no result") for r in results]
 
 
-def ort_providers(providers: Sequence[str] | None) -> list[str]:
-    """The requested ONNX Runtime providers that this build offers, CPU as the last resort."""
+def ort_providers(providers: Sequence[Any] | None) -> list[Any]:
+    """The requested ONNX Runtime providers that this build offers, CPU as the last resort.
+
+    Entries keep their options (`("CUDAExecutionProvider", {"device_id": 1})`): a detector
+    runs on the very GPU, with the very options, that the classifier got from
+    `choose_providers` (with names alone ONNX Runtime would put it on GPU 0)."""
     import onnxruntime as ort
 
     available = set(ort.get_available_providers())
-    chosen = [p for p in (providers or []) if p in available]
-    if "CPUExecutionProvider" not in chosen:
+    chosen = [p for p in (providers or []) if _provider_name(p) in available]
+    if "CPUExecutionProvider" not in {_provider_name(p) for p in chosen}:
         chosen.append("CPUExecutionProvider")
     return chosen
+
+
+def _provider_name(provider: Any) -> str:
+    return str(provider[0] if isinstance(provider, tuple) else provider)
+
+
+def session_options(intra_op_threads: int) -> Any:
+    """ONNX Runtime options every detector session uses, the classifier's: full graph
+    optimisation, idle threads that sleep instead of spinning (the decode threads and the
+    other sessions need the cores), and `intra_op_threads` when set."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if intra_op_threads > 0:
+        opts.intra_op_num_threads = intra_op_threads
+    return opts

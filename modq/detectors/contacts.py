@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from modq.detectors.base import Result, Scores, as_detector_error
+from modq.detectors.base import Result, Scores, as_detector_error, ort_providers, session_options
+from modq.errors import ConfigError
 
 LABELS = ("phone", "email", "url", "handle")
 
@@ -102,6 +103,17 @@ class OcrLine:
     confidence: float
 
 
+def _ort_wrappers(engine: Any) -> list[Any]:
+    """RapidOCR's session wrappers (one per stage; each stage names its attribute its own way)."""
+    from rapidocr_onnxruntime.utils import OrtInferSession
+
+    stages = (engine.text_det, engine.text_cls, engine.text_rec)
+    found = [v for stage in stages for v in vars(stage).values() if isinstance(v, OrtInferSession)]
+    if len(found) != len(stages):
+        raise ConfigError(f"unexpected rapidocr layout: {len(found)} ONNX sessions, not 3")
+    return found
+
+
 class ContactsDetector:
     """Labels `phone`, `email`, `url`, `handle`."""
 
@@ -111,20 +123,27 @@ class ContactsDetector:
     # much, or small print in large photos is lost to the downscale.
     min_side = 736
 
-    def __init__(self, providers: Sequence[str] | None = None, intra_op_threads: int = 0) -> None:
+    def __init__(self, providers: Sequence[Any] | None = None, intra_op_threads: int = 0) -> None:
         # Imported here: it pulls in OpenCV, which only this detector needs.
+        import onnxruntime as ort
         from rapidocr_onnxruntime import RapidOCR
 
-        use_cuda = "CUDAExecutionProvider" in (providers or [])
-        kwargs: dict[str, Any] = {
-            "print_verbose": False,
-            "det_use_cuda": use_cuda,
-            "cls_use_cuda": use_cuda,
-            "rec_use_cuda": use_cuda,
-        }
-        if intra_op_threads > 0:
-            kwargs["intra_op_num_threads"] = intra_op_threads
-        self.engine = RapidOCR(**kwargs)
+        self.engine = RapidOCR(print_verbose=False)
+        # RapidOCR opens its three sessions on CPU, or on CUDA device 0 with options of its
+        # own: open them again on the classifier's providers (its GPU and options) instead.
+        chosen = ort_providers(providers)
+        self._wrappers = _ort_wrappers(self.engine)
+        for wrapper in self._wrappers:
+            wrapper.session = ort.InferenceSession(
+                wrapper.session._model_path,
+                sess_options=session_options(intra_op_threads),
+                providers=chosen,
+            )
+
+    @property
+    def sessions(self) -> list[Any]:
+        """The ONNX Runtime sessions OCR runs (text detection, orientation, recognition)."""
+        return [wrapper.session for wrapper in self._wrappers]
 
     def read(self, img: Image.Image) -> list[OcrLine]:
         """The text lines OCR finds in one RGB photo."""

