@@ -303,7 +303,7 @@ def test_killed_backfill_resumes_with_no_gaps_and_history_is_kept(
             backfill_args(*args), env=settings_env(settings), capture_output=True, text=True,
             timeout=120,
         )  # fmt: skip
-        assert twin.returncode == 2 and "already running" in twin.stderr, twin.stderr
+        assert twin.returncode == 1 and "already running" in twin.stderr, twin.stderr
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -375,7 +375,7 @@ def test_restart_starts_over_and_a_dry_run_records_nothing(
         backfill_args("--job", "again", "--category", "food.fruit"),
         env=settings_env(settings), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert clash.returncode == 2 and "another selection" in clash.stderr, clash.stderr
+    assert clash.returncode == 1 and "another selection" in clash.stderr, clash.stderr
 
     over = run_backfill_cli(settings, "--job", "again", "--restart", "--category", "food.fruit")
     assert "job again: queued 10, skipped 0, already current 0" in over.stdout, over.stdout

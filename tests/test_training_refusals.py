@@ -113,12 +113,12 @@ def test_cli_prints_refusals_without_a_traceback(listings: Path, tmp_path: Path)
     result = CliRunner().invoke(
         main, ["prepare", "--data", str(data), "--out", str(tmp_path / "r")]
     )
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "modq-train: empty categories (no photos): train/food.fruit" in result.output
     assert "Traceback" not in result.output
 
     result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "manifest.json not found: run `modq-train prepare` first" in result.output
 
     result = CliRunner().invoke(main, ["--help"])

@@ -1,7 +1,7 @@
 """`modq-train`: prepare → train → evaluate → export (→ quantize), or `all` of them.
 
 Every subcommand works on one run folder (`--out`, e.g. runs/listings-v1); see
-docs/training.md. Refusals (bad dataset, missing weights, failed parity) exit with status 2
+docs/training.md. Refusals (bad dataset, missing weights, failed parity) exit with status 1
 and a one-paragraph reason instead of a traceback.
 """
 
@@ -36,7 +36,7 @@ def _refusals(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except TrainingError as exc:
             click.echo(f"modq-train: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(1)
 
     return wrapper
 

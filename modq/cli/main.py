@@ -17,10 +17,17 @@ from modq.cli.recover import recover
 from modq.cli.submit import migrate, submit
 from modq.cli.verdicts import verdicts
 from modq.cli.worker import worker
-from modq.errors import ModqError
+from modq.errors import ModqError, UsageError
+
+# Exit statuses, the same for every command: 0 done, 1 the command ran and failed (a service
+# down, a missing model, refused input), 2 the command line itself is wrong (click's own
+# convention for usage errors, and modq's UsageError).
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="modq", prog_name="modq")
 def main() -> None:
     """modq: automatic moderation of classified-ad listings.
 
@@ -51,6 +58,33 @@ for command in (
 def run() -> Any:
     try:
         return main(standalone_mode=True)
+    except UsageError as exc:
+        click.echo(f"modq: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     except ModqError as exc:
         click.echo(f"modq: error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_FAILURE)
+    except Exception as exc:
+        # The store and the broker translate what they expect at the boundary; this is the
+        # net for what they do not (a database that was never migrated, say): one line, not a
+        # traceback, for errors of the services modq talks to. Anything else is a bug and
+        # keeps its traceback.
+        line = _service_failure(exc)
+        if line is None:
+            raise
+        click.echo(f"modq: error: {line}", err=True)
+        sys.exit(EXIT_FAILURE)
+
+
+def _service_failure(exc: Exception) -> str | None:
+    """One line for an error raised by the database or broker client libraries, else None."""
+    package = type(exc).__module__.split(".")[0]
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    first = detail[0] if detail else type(exc).__name__
+    if package == "sqlalchemy":
+        if "does not exist" in first or "no such table" in first:
+            return f"database: {first}: is it migrated? run `modq migrate`"
+        return f"database: {first}"
+    if package in ("redis", "kombu", "amqp"):
+        return f"broker: {first}"
+    return None

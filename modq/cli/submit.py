@@ -13,12 +13,21 @@ from modq.settings import get_settings
 @click.command()
 @click.option("--revision", default="head", show_default=True, help="Target Alembic revision.")
 def migrate(revision: str) -> None:
-    """Apply the database migrations (Alembic) to MODQ_DATABASE_URL."""
+    """Apply the database migrations (Alembic) to MODQ_DATABASE_URL.
+
+    Prints the revision the database is at afterwards. Migrations only go forward: a
+    revision older than the database's current one leaves it where it is, and says so.
+    """
+    from modq.store.database import head_revision
     from modq.store.database import migrate as run_migrations
 
     settings = get_settings()
-    run_migrations(settings.database_url, revision)
-    click.echo(f"database at {revision}")
+    reached = run_migrations(settings.database_url, revision)
+    head = head_revision()
+    where = f"database at {reached}" + (" (head)" if reached == head else "")
+    if revision not in ("head", "heads", reached):
+        where += f"; {revision} is older, and migrate never downgrades"
+    click.echo(where)
 
 
 @click.command()

@@ -17,13 +17,16 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError as AlembicError
 from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from modq.domain.events import as_utc
-from modq.errors import ConfigError, StoreUnavailable
+from modq.errors import ConfigError, StoreUnavailable, UsageError
 
 __all__ = ["Engine", "as_utc", "connected", "make_engine", "migrate", "unavailable"]
 
@@ -98,10 +101,30 @@ def make_engine(url: str) -> Engine:
     sqlite_path = _sqlite_file(url)
     if sqlite_path is not None:
         sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(parsed, **kwargs)
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(_missing_driver(parsed.drivername, exc.name or "")) from exc
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+# The DB-API modules SQLAlchemy may ask for, and the package that provides each.
+_DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "asyncpg": "asyncpg",
+}
+
+
+def _missing_driver(drivername: str, module: str) -> str:
+    package = _DRIVER_PACKAGES.get(module, module)
+    return (
+        f"MODQ_DATABASE_URL asks for the {drivername!r} driver, whose module {module!r} is not "
+        f"installed: pip install '{package}', or use postgresql:// (psycopg2, which modq "
+        "installs)"
+    )
 
 
 @contextmanager
@@ -140,13 +163,49 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def migrate(url: str, revision: str = "head") -> None:
-    """Bring the database at `url` up to `revision` (what `modq migrate` runs)."""
+def migrate(url: str, revision: str = "head") -> str | None:
+    """Bring the database at `url` up to `revision` (what `modq migrate` runs) and return the
+    revision it is at afterwards: an upgrade never goes back, so asking for a revision older
+    than the current one leaves the database where it is, and the caller can say so."""
     sqlite_path = _sqlite_file(url)
     if sqlite_path is not None:
         sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = alembic_config(url)
+    _check_revision(cfg, revision)
+    make_engine(url).dispose()  # a missing driver is one clear line, not Alembic's traceback
     with unavailable(f"migrating to {revision}"):
-        command.upgrade(alembic_config(url), revision)
+        command.upgrade(cfg, revision)
+    return current_revision(url)
+
+
+def revisions() -> list[str]:
+    """Every migration's revision id, oldest first."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return [rev.revision for rev in reversed(list(script.walk_revisions()))]
+
+
+def head_revision() -> str:
+    return revisions()[-1]
+
+
+def current_revision(url: str) -> str | None:
+    """The revision the database at `url` is at (None: no migration applied yet)."""
+    engine = make_engine(url)
+    try:
+        with unavailable("reading the schema revision"), engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def _check_revision(cfg: Config, revision: str) -> None:
+    script = ScriptDirectory.from_config(cfg)
+    try:
+        found = script.get_revision(revision)
+    except AlembicError as exc:
+        raise UsageError(f"unknown revision {revision!r}; known: {', '.join(revisions())}") from exc
+    if found is None and revision not in ("base", "heads"):
+        raise UsageError(f"unknown revision {revision!r}; known: {', '.join(revisions())}")
 
 
 def downgrade(url: str, revision: str) -> None:
