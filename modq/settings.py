@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODQ_", extra="ignore")
 
     broker_url: str = "redis://127.0.0.1:6379/0"
-    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/modq"
     model_path: Path = DEFAULT_MODEL
     policy_path: Path = DEFAULT_POLICY
     data_dir: Path = Field(default_factory=default_data_dir)

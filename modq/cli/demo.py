@@ -1,8 +1,9 @@
 """`modq demo` / `make demo`: sample listings from the shared photos, moderated end to end.
 
 Uses MODQ_BROKER_URL / MODQ_DATABASE_URL when set, else the local Redis and PostgreSQL when
-they answer, else an embedded fallback (SQLite file + Kombu's filesystem broker in the data
-dir), and says which.
+they answer (in a database of its own, `modq_demo`, created when missing: never the server's
+`postgres` maintenance database), else an embedded fallback (SQLite file + Kombu's filesystem
+broker in the data dir), and says which.
 """
 
 from __future__ import annotations
@@ -25,10 +26,17 @@ from modq.cli.report import print_verdicts
 from modq.errors import ConfigError
 from modq.ingest.submit_file import submit_lines
 from modq.settings import Settings, get_settings
-from modq.store.database import connected, database_answers, migrate
+from modq.store.database import (
+    connected,
+    database_answers,
+    ensure_database,
+    migrate,
+    sibling_database,
+)
 from modq.store.queries import query_verdicts
 
 MISCATEGORISED_SHARE = 0.15
+DEMO_DATABASE = "modq_demo"
 
 
 def _redis_up(url: str) -> bool:
@@ -40,15 +48,21 @@ def _redis_up(url: str) -> bool:
         return False
 
 
-def choose_backends(settings: Settings) -> Settings:
+def choose_backends(settings: Settings, database: str = DEMO_DATABASE) -> Settings:
     chosen = settings.model_fields_set
     updates: dict[str, Any] = {}
     if "broker_url" not in chosen and not _redis_up(settings.broker_url):
         updates["broker_url"] = "filesystem://"
-    if "database_url" not in chosen and not database_answers(settings.database_url):
-        updates["database_url"] = f"sqlite:///{settings.data_dir / 'modq-demo.sqlite'}"
-    if updates:
-        click.echo(f"no local Redis/PostgreSQL reachable: using embedded fallback {updates}")
+    if "database_url" not in chosen:
+        if database_answers(sibling_database(settings.database_url, "postgres")):
+            updates["database_url"] = sibling_database(settings.database_url, database)
+            if ensure_database(updates["database_url"]):
+                click.echo(f"created database {database}")
+        else:
+            updates["database_url"] = f"sqlite:///{settings.data_dir / 'modq-demo.sqlite'}"
+            click.echo("no local PostgreSQL reachable: using an embedded SQLite file")
+    if updates.get("broker_url") == "filesystem://":
+        click.echo("no local Redis reachable: using Kombu's filesystem broker")
     return settings.model_copy(update=updates)
 
 

@@ -223,6 +223,35 @@ def dialect_insert(conn: Connection, table: sa.Table) -> Any:
     raise ConfigError(f"unsupported database {conn.dialect.name!r}: use PostgreSQL or SQLite")
 
 
+def sibling_database(url: str, name: str) -> str:
+    """`url` with another database name on the same server (credentials kept)."""
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def ensure_database(url: str) -> bool:
+    """Create the PostgreSQL database `url` names when it does not exist (connecting to the
+    server's `postgres` maintenance database with the same credentials); True if created."""
+    parsed = make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() != "postgresql" or not name:
+        raise ConfigError(f"not a PostgreSQL database URL: {parsed!r}")
+    admin = make_engine(sibling_database(url, "postgres"))
+    try:
+        with unavailable(f"creating database {name}"):
+            with admin.connect() as conn:
+                exists = conn.execute(
+                    sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+                ).first()
+            if exists:
+                return False
+            quoted = admin.dialect.identifier_preparer.quote_identifier(name)
+            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(sa.text(f"CREATE DATABASE {quoted}"))
+            return True
+    finally:
+        admin.dispose()
+
+
 def database_answers(url: str, timeout_s: int = 2) -> bool:
     """Whether a connection to `url` can be opened now (the demo's fallback choice)."""
     is_pg = make_url(url).get_backend_name() == "postgresql"
