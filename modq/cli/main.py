@@ -13,6 +13,7 @@ from modq.cli.classify import classify
 from modq.cli.console import console_cmd, reviews_group, users_group
 from modq.cli.dead import dead_group
 from modq.cli.demo import demo
+from modq.cli.health import health
 from modq.cli.recover import recover
 from modq.cli.submit import migrate, submit
 from modq.cli.verdicts import verdicts
@@ -51,6 +52,7 @@ for command in (
     users_group,
     reviews_group,
     demo,
+    health,
 ):
     main.add_command(command)
 

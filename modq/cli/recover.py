@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import click
 
-from modq.settings import get_settings
+from modq.settings import Settings, get_settings
+
+
+def heartbeat_path(settings: Settings) -> Path:
+    """The file `modq recover --every` touches after each pass that worked."""
+    return settings.data_dir / "recover.heartbeat"
+
 
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -45,6 +52,12 @@ def recover(older_than: str, limit: int | None, every: str | None) -> None:
         try:
             report = run_recover(settings, parse_duration(older_than), limit)
             click.echo(f"re-queued {report.requeued}")
+            # `modq health --heartbeat` (the compose service's health check) reads its age:
+            # touched only after a pass that worked, so a recover that cannot reach the
+            # database or the broker turns unhealthy.
+            heartbeat = heartbeat_path(settings)
+            heartbeat.parent.mkdir(parents=True, exist_ok=True)
+            heartbeat.touch()
         except RetryableError as exc:
             if every is None:
                 raise

@@ -17,7 +17,13 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from modq.console import routes_auth, routes_metrics, routes_review, routes_search
+from modq.console import (
+    routes_auth,
+    routes_health,
+    routes_metrics,
+    routes_review,
+    routes_search,
+)
 from modq.console.auth import NotLoggedIn, Sessions
 from modq.console.context import HERE, Console, console_of, model_labels, redirect
 from modq.pipeline.fetch import PhotoFetcher
@@ -49,7 +55,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         labels=model_labels(settings),
     )
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    for module in (routes_auth, routes_review, routes_search, routes_metrics):
+    for module in (routes_auth, routes_review, routes_search, routes_metrics, routes_health):
         app.include_router(module.router)
 
     @app.exception_handler(NotLoggedIn)
