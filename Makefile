@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Real photos live beside the repository and are never copied into it.
 export MODQ_DATASETS_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: install install-train demo test soak lint format typecheck model bench bench-gpu bench-gpu-dry clean
+.PHONY: install install-train demo test test-services soak lint format typecheck model bench bench-gpu bench-gpu-dry wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,18 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install-train lint typecheck
+# PostgreSQL and Redis on 127.0.0.1 (started when down) and Debian's chromium (installed when
+# missing): a fresh machine needs nothing installed by hand first.
+test-services:
+	bash scripts/test-services.sh
+
+test: install-train test-services lint typecheck
 	$(BIN)/pytest
+
+# The wheel operators install (models, policy and migrations inside): dist/modq-*.whl.
+wheel: install
+	rm -rf dist
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
 
 # 20,000 listings, 5 % hostile photos, through a real worker on its own Redis and PostgreSQL
 # (tests/faults/test_soak.py; MODQ_SOAK_N=2000 for a shorter one, MODQ_SOAK_PROCESSES=2 for

@@ -6,8 +6,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modq.assets import asset_path
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
 
     broker_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/modq"
+    # The database password, kept out of the URL where a deployment would rather not write it
+    # (docker-compose.yml passes POSTGRES_PASSWORD here); put into `database_url` when that
+    # has none.
+    database_password: SecretStr | None = None
     model_path: Path = DEFAULT_MODEL
     policy_path: Path = DEFAULT_POLICY
     data_dir: Path = Field(default_factory=default_data_dir)
@@ -157,6 +162,19 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _password_into_url(self) -> Settings:
+        if self.database_password is None:
+            return self
+        scheme, sep, rest = self.database_url.partition("://")
+        userinfo, at, hostpart = rest.partition("@")
+        if not (sep and at) or ":" in userinfo:
+            return self  # no user to attach it to, or the URL has a password already
+        password = quote(self.database_password.get_secret_value(), safe="")
+        # object.__setattr__: validate_assignment would run this validator again.
+        object.__setattr__(self, "database_url", f"{scheme}://{userinfo}:{password}@{hostpart}")
+        return self
+
     @field_validator("image_roots", "allowed_hosts", "private_hosts", "detectors", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -181,6 +199,8 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if value is None:
                 continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
             text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
             env[f"MODQ_{name.upper()}"] = text
         return env
@@ -188,6 +208,15 @@ class Settings(BaseSettings):
     @property
     def image_root_paths(self) -> list[Path]:
         return [Path(root).expanduser().resolve() for root in self.image_roots]
+
+
+def redacted(url: str) -> str:
+    """`url` with its password, if any, replaced by `***`: for logs and messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.partition("@")
+    if not (sep and at) or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{hostpart}"
 
 
 @lru_cache(maxsize=1)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from modq.cli.report import print_verdicts
 from modq.errors import ConfigError
 from modq.ingest.submit_file import submit_lines
-from modq.settings import Settings, get_settings
+from modq.settings import Settings, get_settings, redacted
 from modq.store.database import (
     connected,
     database_answers,
@@ -132,7 +132,9 @@ def run_demo(settings: Settings, *, listings: int, timeout_s: float) -> None:
     settings = choose_backends(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     photos = settings.datasets_dir / "listings-v1"
-    click.echo(f"broker {settings.broker_url} | database {settings.database_url}")
+    click.echo(
+        f"broker {redacted(settings.broker_url)} | database {redacted(settings.database_url)}"
+    )
     migrate(settings.database_url)
 
     run = uuid.uuid4().hex[:6]
@@ -172,7 +174,8 @@ def _console_login(settings: Settings) -> None:
     url = f"http://{settings.console_host}:{settings.console_port}/"
     click.echo(
         "review console: run\n"
-        f"  MODQ_DATABASE_URL='{settings.database_url}' MODQ_DATA_DIR='{settings.data_dir}' "
+        f"  MODQ_DATABASE_URL='{redacted(settings.database_url)}' "
+        f"MODQ_DATA_DIR='{settings.data_dir}' "
         f"MODQ_IMAGE_ROOTS='{settings.datasets_dir}' modq console\n"
         f"then open {url} and log in as {DEMO_USER} / {DEMO_PASSWORD} (a moderator)"
     )
