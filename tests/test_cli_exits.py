@@ -125,3 +125,19 @@ def test_a_database_never_migrated_says_to_migrate(tmp_path: Path, empty_db: str
     one_clean_line(
         modq("verdicts", cwd=tmp_path, MODQ_DATABASE_URL=empty_db), 1, "run `modq migrate`"
     )
+
+
+def test_a_command_imports_only_its_own_module(tmp_path: Path) -> None:
+    """`modq health` runs every 30 s in each container: it must not drag in the database
+    layer, ONNX Runtime or numba that other commands need."""
+    code = (
+        "import sys; from modq.cli.main import main\n"
+        "try:\n    main(['health', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    loaded = done.stdout.strip().splitlines()[-1]
+    for heavy in ("sqlalchemy", "onnxruntime", "numba", "celery"):
+        assert f"'{heavy}'" not in loaded, heavy
