@@ -230,6 +230,25 @@ class HashIndex:
             self._inline[block, 1] = u64[order, (w + 2) % 4]
         self._delta, self._delta_rows = [], 0
 
+    def arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """The search structure as plain arrays (the hashes themselves excluded), for a file
+        that `from_arrays` maps back; folds the delta in first."""
+        if self._delta:
+            self._build(np.concatenate([self._main, *self._delta]))
+        return {"offsets": self._offsets, "ids": self._ids, "inline": self._inline}
+
+    @classmethod
+    def from_arrays(cls, hashes: U8, arrays: dict[str, npt.NDArray[Any]]) -> HashIndex:
+        """An index over `hashes` from the arrays `arrays()` returned (read-only memory maps
+        are fine: searching never writes)."""
+        index = cls.__new__(cls)
+        index._main = hashes
+        index._offsets, index._ids, index._inline = (
+            arrays["offsets"], arrays["ids"], arrays["inline"]
+        )  # fmt: skip
+        index._delta, index._delta_rows = [], 0
+        return index
+
     def add(self, hashes: U8) -> None:
         """Append hashes; ids continue after the existing ones."""
         arr = _as_matrix(hashes)

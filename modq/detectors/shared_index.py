@@ -1,0 +1,327 @@
+"""One index per host, refreshed incrementally off the batch path (the mechanism, not a kind).
+
+An index is a list of immutable *segments*, each a folder of `.npy` files under `root`: the
+rows (a `seq` column, a `seen` column in epoch seconds, and whatever the kind keeps per row)
+and, for large segments, the kind's search structure. `CURRENT.json` (the manifest) names
+the segments of the current generation and the watermark they reach. Every process of a
+host maps the files read-only (`np.load(mmap_mode="r")`), so the host's page cache holds one
+copy however many processes search it.
+
+One process per host writes: whoever holds `writer.lock` (an `flock`, released by the kernel
+when its holder dies, so another process takes over at its next refresh). The writer
+- builds the whole index from the feed only when there is no usable manifest (first start,
+  another database, a database reset below the watermark);
+- otherwise reads the rows above the watermark, writes them as one new small segment and
+  publishes a new manifest: cost proportional to the new rows;
+- merges small segments into one when there are more than `Tiers.max_segments`, and rebuilds
+  everything (evicting rows that left the window, keeping one row per key) when the segments
+  after the first outgrow `Tiers.delta_ratio` of it or `Tiers.dead_ratio` of it has expired.
+Readers re-read the manifest and map the new segments. Either way the new `View` replaces the
+old one in one assignment: a lookup holds the `View` it started with and never waits.
+
+A kind (`IndexKind`) says how to build and search a segment: PDQ hashes
+(`modq.detectors.photo_index`) and later look-alike embedding vectors share everything here.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+Columns = dict[str, npt.NDArray[Any]]
+I64 = npt.NDArray[np.int64]
+MANIFEST = "CURRENT.json"
+
+
+@dataclass
+class Segment:
+    name: str
+    rows: Columns
+    structure: Columns
+    searcher: Any = None  # the kind's object over rows + structure (IndexKind.open)
+
+    def __len__(self) -> int:
+        return len(self.rows["seq"])
+
+
+class IndexKind(Protocol):
+    """What one kind of index plugs into the mechanism."""
+
+    name: str
+    # Rows with equal values in these columns are versions of one thing: merges keep the
+    # highest seq.
+    key: tuple[str, ...]
+
+    def build(self, rows: Columns) -> Columns:
+        """The search structure over `rows` (kept in the segment's files)."""
+        ...
+
+    def open(self, rows: Columns, structure: Columns) -> Any:
+        """A searcher over a segment; `structure` is empty for segments scanned directly."""
+        ...
+
+
+class RowFeed(Protocol):
+    """Where rows come from (the database), by an increasing `seq`."""
+
+    def source_id(self) -> str: ...
+
+    def counter(self) -> int:
+        """The highest seq handed out so far."""
+        ...
+
+    def rows(self, after: int | None) -> tuple[Columns, int]:
+        """Rows of the window above seq `after` (all of them when None) and the watermark
+        they reach."""
+        ...
+
+
+@dataclass(frozen=True)
+class Tiers:
+    scan_max: int = 20_000  # segments this small get no search structure: they are scanned
+    max_segments: int = 8
+    delta_ratio: float = 0.125
+    dead_ratio: float = 0.25
+
+
+@dataclass(frozen=True)
+class View:
+    """What a lookup reads: the segments of one generation and the watermark they reach."""
+
+    generation: int
+    watermark: int
+    segments: tuple[Segment, ...] = ()
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.segments)
+
+
+@dataclass
+class Refreshed:
+    """What one `SharedIndex.refresh` did."""
+
+    role: str  # "writer" or "reader"
+    action: str  # "built", "appended", "merged", "compacted", "adopted", "mapped", "unchanged"
+    rows: int = 0
+    seconds: float = 0.0
+
+
+def _columns(folder: Path, prefix: str) -> Columns:
+    return {
+        p.name[len(prefix) : -4]: np.load(p, mmap_mode="r")
+        for p in sorted(folder.glob(f"{prefix}*.npy"))
+    }
+
+
+@dataclass
+class SharedIndex:
+    root: Path
+    kind: IndexKind
+    feed: RowFeed
+    window_s: float
+    tiers: Tiers = field(default_factory=Tiers)
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.view = View(generation=-1, watermark=-1)
+        self._lock: IO[bytes] | None = None
+        self._opened: dict[str, Segment] = {}
+        self._retired: list[tuple[float, str]] = []
+
+    # ---- both roles -------------------------------------------------------------------
+
+    def refresh(self) -> Refreshed:
+        """One step: as the writer, bring the files up to the feed; as a reader, map what the
+        writer published. Never blocks on the other role."""
+        started = time.perf_counter()
+        done = self._write() if self._is_writer() else self._read()
+        done.seconds = time.perf_counter() - started
+        if done.action != "unchanged":
+            log.info(
+                "%s index %s: %s %s (%d rows in %d segments, watermark %d) in %.3f s",
+                self.kind.name, done.role, done.action, done.rows, len(self.view),
+                len(self.view.segments), self.view.watermark, done.seconds,
+            )  # fmt: skip
+        return done
+
+    @property
+    def writer(self) -> bool:
+        """Whether this process holds the host's writer lock (as of its last refresh)."""
+        return self._lock is not None
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+    def _is_writer(self) -> bool:
+        if self._lock is None:
+            handle = (self.root / "writer.lock").open("ab")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return False
+            self._lock = handle
+        return True
+
+    def _manifest(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads((self.root / MANIFEST).read_text())
+        except FileNotFoundError:
+            return None
+        return data
+
+    def _open(self, manifest: dict[str, Any]) -> View:
+        """The manifest's segments, mapping only those this process has not mapped yet."""
+        segments = []
+        for name in manifest["segments"]:
+            seg = self._opened.get(name)
+            if seg is None:
+                folder = self.root / name
+                rows, structure = _columns(folder, "rows."), _columns(folder, "index.")
+                if "seq" not in rows:
+                    raise FileNotFoundError(f"segment {folder} is incomplete")
+                seg = Segment(name, rows, structure, self.kind.open(rows, structure))
+            segments.append(seg)
+        self._opened = {s.name: s for s in segments}
+        return View(int(manifest["generation"]), int(manifest["watermark"]), tuple(segments))
+
+    def _read(self) -> Refreshed:
+        manifest = self._manifest()
+        if manifest is None or manifest["generation"] == self.view.generation:
+            return Refreshed("reader", "unchanged")
+        try:
+            self.view = self._open(manifest)
+        except FileNotFoundError:  # replaced while we read it: the next poll maps the new one
+            return Refreshed("reader", "unchanged")
+        return Refreshed("reader", "mapped", len(self.view))
+
+    # ---- the writer ---------------------------------------------------------------------
+
+    def _write(self) -> Refreshed:
+        manifest = self._manifest()
+        if self.view.generation < 0 or (
+            manifest is not None and manifest["generation"] != self.view.generation
+        ):
+            if manifest is not None and self._usable(manifest):
+                self.view = self._open(manifest)
+                self._collect(set(manifest["segments"]), startup=True)
+                return Refreshed("writer", "adopted", len(self.view))
+            rows, watermark = self.feed.rows(None)
+            self._publish([self._segment(rows)], watermark)
+            return Refreshed("writer", "built", len(rows["seq"]))
+        rows, watermark = self.feed.rows(self.view.watermark)
+        n = len(rows["seq"])
+        segments = list(self.view.segments)
+        if n:
+            segments.append(self._segment(rows))
+        action = "appended"
+        deltas = sum(len(s) for s in segments[1:])
+        if segments and (
+            self._expired_share(segments[0]) > self.tiers.dead_ratio
+            or deltas > max(self.tiers.delta_ratio * len(segments[0]), self.tiers.scan_max)
+        ):
+            segments, action = [self._merge(segments)], "compacted"
+        elif len(segments) > 1 + self.tiers.max_segments:
+            segments, action = [segments[0], self._merge(segments[1:])], "merged"
+        if not n and action == "appended":
+            if watermark != self.view.watermark:
+                self._publish(segments, watermark)
+            return Refreshed("writer", "unchanged")
+        self._publish(segments, watermark)
+        return Refreshed("writer", action, n)
+
+    def _usable(self, manifest: dict[str, Any]) -> bool:
+        """A manifest written for this feed and kind, not ahead of the database (a reset)."""
+        same = manifest.get("source") == self.feed.source_id() and manifest.get("kind") == (
+            self.kind.name
+        )
+        return same and int(manifest["watermark"]) <= self.feed.counter()
+
+    def _expired_share(self, seg: Segment) -> float:
+        if not len(seg):
+            return 0.0
+        cutoff = self.clock() - self.window_s
+        return float(np.count_nonzero(seg.rows["seen"] < cutoff)) / len(seg)
+
+    def _merge(self, segments: Sequence[Segment]) -> Segment:
+        """One segment with the rows of `segments` still in the window, one per key."""
+        rows = {k: np.concatenate([s.rows[k] for s in segments]) for k in segments[0].rows}
+        live = rows["seen"] >= self.clock() - self.window_s
+        rows = {k: v[live] for k, v in rows.items()}
+        if self.kind.key and len(rows["seq"]):
+            # Sorted by key, then seq: the last row of each key is its newest version.
+            order = np.lexsort((rows["seq"], *(rows[k] for k in reversed(self.kind.key))))
+            keys = [rows[k][order] for k in self.kind.key]
+            last = np.ones(len(order), bool)
+            last[:-1] = np.logical_or.reduce([k[1:] != k[:-1] for k in keys])
+            order = np.sort(order[last])  # back to seq order
+            rows = {k: v[order] for k, v in rows.items()}
+        return self._segment(rows)
+
+    def _segment(self, rows: Columns) -> Segment:
+        """Write `rows` (and, when large, the kind's structure) as a new segment folder."""
+        structure = self.kind.build(rows) if len(rows["seq"]) > self.tiers.scan_max else {}
+        name = f"seg-{int(self.clock() * 1000):013d}-{uuid.uuid4().hex[:8]}"
+        tmp = self.root / f"tmp-{name}"
+        tmp.mkdir()
+        for prefix, columns in (("rows.", rows), ("index.", structure)):
+            for key, arr in columns.items():
+                np.save(tmp / f"{prefix}{key}.npy", np.ascontiguousarray(arr))
+        tmp.rename(self.root / name)
+        return Segment(name, rows, structure)
+
+    def _publish(self, segments: Sequence[Segment], watermark: int) -> None:
+        manifest: dict[str, Any] = {
+            "generation": self.view.generation + 1,
+            "source": self.feed.source_id(),
+            "kind": self.kind.name,
+            "watermark": watermark,
+            "segments": [s.name for s in segments],
+            "written_at": self.clock(),
+        }
+        tmp = self.root / f"tmp-{uuid.uuid4().hex}.json"
+        tmp.write_text(json.dumps(manifest))
+        os.replace(tmp, self.root / MANIFEST)
+        # Map what was just written, as readers will: lookups read the files, not the
+        # arrays built in this process's memory.
+        self.view = self._open(manifest)
+        self._collect(set(manifest["segments"]))
+
+    def _collect(self, keep: set[str], startup: bool = False) -> None:
+        """Delete segments no manifest names any more, once readers have had time to move on
+        (a reader that still maps one keeps its pages: unlinking does not unmap)."""
+        now = time.monotonic()
+        known = {name for _, name in self._retired}
+        for folder in self.root.iterdir():
+            name = folder.name
+            if name in keep or name in known or name == "writer.lock" or name == MANIFEST:
+                continue
+            self._retired.append((now - (3600.0 if startup else 0.0), name))
+        grace = 600.0
+        keep_retired = []
+        for since, name in self._retired:
+            if name in keep:
+                continue
+            if now - since > grace:
+                path = self.root / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            else:
+                keep_retired.append((since, name))
+        self._retired = keep_retired

@@ -1,0 +1,103 @@
+"""What the per-host hash index reads from PostgreSQL: photo hashes above a watermark, and
+the counters that say whether anything changed (tables in `modq.store.schema`).
+
+Every writer of `photo_hashes` first moves the 'photo_hashes' row of `index_counters` by the
+number of rows it writes and gives them the seqs it reserved; every bank edit moves the
+'banks' row. The counter row stays locked until the writer commits, so writers commit in seq
+order: once a reader has seen counter value C, every row with seq <= C is committed or never
+will be, and "seq in (watermark, C]" loses nothing and reads nothing twice (docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from modq.domain.events import as_utc
+from modq.store.database import dialect_insert as _insert
+from modq.store.database import unavailable
+from modq.store.interface import PhotoHashRow, PhotoRows
+from modq.store.schema import index_counters, photo_hashes
+
+PHOTO_HASHES = "photo_hashes"
+BANKS = "banks"
+
+
+def advance(conn: Connection, name: str, n: int = 1) -> int:
+    """Move counter `name` by `n` inside the caller's transaction; returns the new value (the
+    last of the `n` values reserved). Holds the counter's row lock until the commit."""
+    table = index_counters
+    stmt = (
+        sa.update(table)
+        .where(table.c.name == name)
+        .values(value=table.c.value + n)
+        .returning(table.c.value)
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
+def counter(engine: Engine, name: str) -> int:
+    with unavailable(f"reading counter {name}"), engine.connect() as conn:
+        query = sa.select(index_counters.c.value).where(index_counters.c.name == name)
+        return int(conn.execute(query).scalar_one())
+
+
+def save_photo_hashes(engine: Engine, rows: Sequence[PhotoHashRow]) -> list[int]:
+    """Upsert one row per listing photo (a newer version of the listing replaces it); returns
+    the seq each row was given, in order."""
+    if not rows:
+        return []
+    with unavailable("saving photo hashes"), engine.begin() as conn:
+        last = advance(conn, PHOTO_HASHES, len(rows))
+        seqs = list(range(last - len(rows) + 1, last + 1))
+        stmt = _insert(conn, photo_hashes)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["listing_id", "photo_index"],
+            set_={
+                c: stmt.excluded[c]
+                for c in ("listing_version", "seller_id", "hash", "quality", "seen_at", "seq")
+            },
+            where=photo_hashes.c.listing_version <= stmt.excluded.listing_version,
+        )
+        now = datetime.now(UTC)
+        values = [{**r.__dict__, "seen_at": now, "seq": s} for r, s in zip(rows, seqs, strict=True)]
+        conn.execute(stmt, values)
+    return seqs
+
+
+def photo_rows(
+    engine: Engine, after: int | None, since: datetime, min_quality: int, limit: int = 200_000
+) -> PhotoRows:
+    """Rows seen since `since` with quality >= `min_quality`: all of them up to the current
+    counter when `after` is None (a full load), else those with seq above `after`, at most
+    `limit` (the returned watermark says how far they reach)."""
+    cols = photo_hashes.c
+    out = PhotoRows()
+    with unavailable("loading photo hashes"), engine.connect() as conn:
+        top = int(
+            conn.execute(
+                sa.select(index_counters.c.value).where(index_counters.c.name == PHOTO_HASHES)
+            ).scalar_one()
+        )
+        where = [cols.seen_at >= since, cols.quality >= min_quality, cols.seq <= top]
+        query = sa.select(
+            cols.hash, cols.listing_id, cols.seller_id, cols.photo_index, cols.seq, cols.seen_at
+        )
+        if after is not None:
+            query = query.where(cols.seq > after, *where).order_by(cols.seq).limit(limit)
+        else:
+            query = query.where(*where)
+        result = conn.execution_options(yield_per=50_000).execute(query)
+        for h, listing, seller, index, seq, seen in result:
+            out.hashes += h
+            out.listing_ids.append(listing)
+            out.seller_ids.append(seller)
+            out.photo_index.append(index)
+            out.seq.append(seq)
+            out.seen.append(as_utc(seen).timestamp())
+    full = after is None or len(out) < limit
+    out.watermark = top if full else out.seq[-1]
+    return out
