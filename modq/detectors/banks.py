@@ -91,6 +91,9 @@ class Banks:
     entries: list[BankHash] = field(default_factory=list)
 
 
+OWN_COLUMNS = ("hashes", "listing", "seller", "seq", "seen")
+
+
 @dataclass(frozen=True)
 class Own:
     """Photos this process saved that the shared index may not have yet (seq above its
@@ -100,10 +103,14 @@ class Own:
     listing: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     seller: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     seq: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    seen: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
 
     def above(self, watermark: int) -> Own:
         keep = self.seq > watermark
-        return Own(self.hashes[keep], self.listing[keep], self.seller[keep], self.seq[keep])
+        return Own(*(getattr(self, k)[keep] for k in OWN_COLUMNS))
+
+    def __add__(self, other: Own) -> Own:
+        return Own(*(np.concatenate([getattr(self, k), getattr(other, k)]) for k in OWN_COLUMNS))
 
 
 class BankMatcher:
@@ -206,7 +213,7 @@ class BankMatcher:
         cfg = self.config
         listing = np.array([fingerprint(k.listing_id) for k in keys], np.uint64)
         seller = np.array([fingerprint(k.seller_id) for k in keys], np.uint64)
-        cutoff = time.time() - cfg.duplicate_window_days * 86400.0
+        cutoff = self.photos.clock() - self.photos.window_s
         found = [
             (qs, ds, rows["listing"][js], rows["seller"][js], rows["seen"][js] >= cutoff)
             for rows, qs, js, ds in search(view, queries, cfg.max_distance)
@@ -214,7 +221,7 @@ class BankMatcher:
         with self._own_lock:
             own = self._own = self._own.above(view.watermark)
         qs, js, ds = _brute_force(queries, own.hashes, cfg.max_distance, 0)
-        found.append((qs, ds, own.listing[js], own.seller[js], np.ones(len(qs), bool)))
+        found.append((qs, ds, own.listing[js], own.seller[js], own.seen[js] >= cutoff))
         for qs, ds, their_listing, their_seller, recent in found:
             hit = recent & (their_listing != listing[qs]) & (their_seller != 0)
             hit &= their_seller != seller[qs]
@@ -254,12 +261,7 @@ class BankMatcher:
                 np.array([fingerprint(k.listing_id) for k, _, _ in good], np.uint64),
                 np.array([fingerprint(k.seller_id) for k, _, _ in good], np.uint64),
                 np.array([s for _, _, s in good], np.int64),
+                np.full(len(good), self.photos.clock()),
             )
             with self._own_lock:
-                own = self._own
-                self._own = Own(
-                    np.concatenate([own.hashes, add.hashes]),
-                    np.concatenate([own.listing, add.listing]),
-                    np.concatenate([own.seller, add.seller]),
-                    np.concatenate([own.seq, add.seq]),
-                )
+                self._own = self._own + add
