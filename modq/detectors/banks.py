@@ -54,6 +54,8 @@ class BankConfig:
     min_quality: int = 50
     duplicate_window_days: float = 30.0
     refresh_s: float = 60.0
+    # The recent-photo index's layout (modq.detectors.mih): fast, or a third of the memory.
+    compact_index: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ class BankMatcher:
         self.config = config
         self.photos = SharedIndex(
             index_dir / "photos",
-            PdqKind(),
+            PdqKind(config.compact_index),
             PhotoFeed(store, config.duplicate_window_days, config.min_quality),
             config.duplicate_window_days * 86400.0,
         )

@@ -58,13 +58,17 @@ def bytes_per_row(view: View) -> float:
 
 
 class PdqKind:
-    """PDQ hashes searched within a Hamming distance (the `IndexKind` of this module)."""
+    """PDQ hashes searched within a Hamming distance (the `IndexKind` of this module), in the
+    fast or the compact layout of `modq.detectors.mih` (a change of layout rebuilds)."""
 
-    name = "pdq"
     key: tuple[str, ...] = ("listing", "photo_index")
 
+    def __init__(self, compact: bool = False) -> None:
+        self.compact = compact
+        self.name = "pdq-compact" if compact else "pdq"
+
     def build(self, rows: Columns) -> Columns:
-        return HashIndex(np.asarray(rows["hash"])).arrays()
+        return HashIndex(np.asarray(rows["hash"]), compact=self.compact).arrays()
 
     def open(self, rows: Columns, structure: Columns) -> Any:
         return HashIndex.from_arrays(rows["hash"], structure) if structure else None

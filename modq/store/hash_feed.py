@@ -45,27 +45,57 @@ def counter(engine: Engine, name: str) -> int:
         return int(conn.execute(query).scalar_one())
 
 
+_UPDATED = ("listing_version", "seller_id", "hash", "quality", "seen_at", "seq")
+_UNNEST_COLUMNS = {
+    "listing_id": "text",
+    "photo_index": "integer",
+    "listing_version": "integer",
+    "seller_id": "text",
+    "hash": "bytea",
+    "quality": "integer",
+    "seq": "bigint",
+}
+_UNNEST_UPSERT = sa.text(
+    f"INSERT INTO photo_hashes ({', '.join(_UNNEST_COLUMNS)}, seen_at)"
+    " SELECT *, :seen_at FROM unnest("
+    + ", ".join(f"CAST(:{k} AS {t}[])" for k, t in _UNNEST_COLUMNS.items())
+    + ") ON CONFLICT (listing_id, photo_index) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED)
+    + " WHERE photo_hashes.listing_version <= EXCLUDED.listing_version"
+)
+
+
 def save_photo_hashes(engine: Engine, rows: Sequence[PhotoHashRow]) -> list[int]:
     """Upsert one row per listing photo (a newer version of the listing replaces it); returns
-    the seq each row was given, in order."""
+    the seq each row was given, in order (0 for a row that a newer version of the same photo
+    in `rows` replaced before it was written)."""
     if not rows:
         return []
+    # One statement writes them all, and it may touch each key once: the newest version wins.
+    newest: dict[tuple[str, int], int] = {}
+    for n, r in enumerate(rows):
+        key = (r.listing_id, r.photo_index)
+        if key not in newest or rows[newest[key]].listing_version <= r.listing_version:
+            newest[key] = n
+    kept = sorted(newest.values())
     with unavailable("saving photo hashes"), engine.begin() as conn:
-        last = advance(conn, PHOTO_HASHES, len(rows))
-        seqs = list(range(last - len(rows) + 1, last + 1))
-        stmt = _insert(conn, photo_hashes)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["listing_id", "photo_index"],
-            set_={
-                c: stmt.excluded[c]
-                for c in ("listing_version", "seller_id", "hash", "quality", "seen_at", "seq")
-            },
-            where=photo_hashes.c.listing_version <= stmt.excluded.listing_version,
-        )
+        last = advance(conn, PHOTO_HASHES, len(kept))
+        seq = dict(zip(kept, range(last - len(kept) + 1, last + 1), strict=True))
         now = datetime.now(UTC)
-        values = [{**r.__dict__, "seen_at": now, "seq": s} for r, s in zip(rows, seqs, strict=True)]
-        conn.execute(stmt, values)
-    return seqs
+        values = [{**rows[n].__dict__, "seen_at": now, "seq": seq[n]} for n in kept]
+        if conn.dialect.name == "postgresql":
+            # One statement over arrays: no round trip per row and no SQL compiled per batch.
+            columns = {k: [v[k] for v in values] for k in _UNNEST_COLUMNS}
+            conn.execute(_UNNEST_UPSERT, {**columns, "seen_at": now})
+        else:
+            stmt = _insert(conn, photo_hashes)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["listing_id", "photo_index"],
+                set_={c: stmt.excluded[c] for c in _UPDATED},
+                where=photo_hashes.c.listing_version <= stmt.excluded.listing_version,
+            )
+            conn.execute(stmt, values)
+    return [seq.get(n, 0) for n in range(len(rows))]
 
 
 def photo_rows(
