@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -148,20 +147,37 @@ rate, _ = lookups(index.view, queries, 320)
 for seg in index.view.segments:  # touch every page once, as a long-running worker will
     for arr in (*seg.rows.values(), *seg.structure.values()):
         np.asarray(arr).reshape(-1).view(np.uint8)[::4096].sum()
+print("ready", flush=True)
+sys.stdin.readline()  # measured once every reader has touched every page
 print(json.dumps({"role": done.role, "action": done.action, "mapped_s": round(mapped_s, 4),
                   "index_mappings_mb": {k: round(v / 2**20, 1)
                                         for k, v in memory(str(root)).items()},
-                  "lookups_per_s": round(rate)}))
+                  "lookups_per_s": round(rate)}), flush=True)
+sys.stdin.readline()  # alive until every reader has measured
 """
 
 
-def reader_process(root: Path, layout: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-c", READER, str(root), layout, str(ROOT)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+def reader_processes(root: Path, layout: str, n: int) -> list[dict[str, Any]]:
+    """`n` reader processes mapping the index at the same time, measured together."""
+    command = [sys.executable, "-c", READER, str(root), layout, str(ROOT)]
+    procs = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(n)
+    ]
+    lines = []
+    for step in ("ready", "measure"):
+        for p in procs:
+            assert p.stdin is not None and p.stdout is not None
+            line = p.stdout.readline().strip()
+            assert step == "measure" or line == "ready", line
+            lines.append(line)
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+    for p in procs:
+        p.wait()
+    return [json.loads(line) for line in lines[n:]]
 
 
 def new_rows(rng: np.random.Generator, n: int, tag: str) -> list[PhotoHashRow]:
@@ -224,9 +240,7 @@ def main() -> None:
                 k: round(v / 2**20, 1) for k, v in memory(str(root)).items()
             }
             # Two readers at once: the PSS of the index pages splits between the processes.
-            with ThreadPoolExecutor(2) as pool:
-                pair = list(pool.map(lambda _: reader_process(root, args.layout), range(2)))
-            report["reader_processes"] = pair
+            report["reader_processes"] = reader_processes(root, args.layout, 2)
             rng = np.random.default_rng(3)
             refreshes = []
             for r in range(5):

@@ -24,7 +24,7 @@ from modq.detectors.photo_index import PdqKind, PhotoFeed
 from modq.detectors.shared_index import SharedIndex, Tiers
 from modq.store.banks import SqlBankStore, add_to_bank, remove_from_bank, set_enabled
 from modq.store.database import make_engine, migrate
-from modq.store.interface import BankEntry, PhotoHashRow
+from modq.store.interface import BankEntry, PhotoHashRow, PhotoRows
 from tests.conftest import create_database, drop_database
 
 WINDOW_DAYS = 30.0
@@ -106,7 +106,9 @@ def test_refresh_racing_writers_loses_and_doubles_nothing(
         actions.append(writer.refresh().action)
     assert "merged" in actions[-2:], actions
 
-    now = store.photo_rows(None, _long_ago(), 0)
+    now = PhotoRows()
+    for page in store.photo_rows(None, _long_ago(), 0):
+        now.seq += page.seq
     seqs = _seqs(writer)
     assert len(seqs) == len(set(seqs)), "a row is in the index twice"
     # Superseded versions may wait for the next compaction; every current row is there.

@@ -51,6 +51,16 @@ def pack(rows: PhotoRows) -> Columns:
     }
 
 
+def concatenate(pages: list[Columns]) -> Columns:
+    """One column set from pages of columns, a column at a time (peak: one column twice)."""
+    out: Columns = {}
+    for key in ROW_COLUMNS:
+        out[key] = np.concatenate([p[key] for p in pages])
+        for p in pages:
+            del p[key]
+    return out
+
+
 def bytes_per_row(view: View) -> float:
     """Bytes of the index files (rows and structure) per row."""
     total = sum(a.nbytes for s in view.segments for a in (*s.rows.values(), *s.structure.values()))
@@ -101,5 +111,8 @@ class PhotoFeed:
 
     def rows(self, after: int | None) -> tuple[Columns, int]:
         since = datetime.now(UTC) - timedelta(days=self.window_days)
-        got = self.store.photo_rows(after, since, self.min_quality)
-        return pack(got), got.watermark
+        pages, watermark = [], after or 0
+        for page in self.store.photo_rows(after, since, self.min_quality):
+            pages.append(pack(page))  # packed page by page: the Python rows are short-lived
+            watermark = page.watermark
+        return concatenate(pages), watermark

@@ -10,7 +10,7 @@ duplicate-photo check, is read and written in `modq.store.hash_feed`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -189,7 +189,7 @@ class SqlBankStore:
 
     def photo_rows(
         self, after: int | None, since: datetime, min_quality: int, limit: int = 200_000
-    ) -> PhotoRows:
+    ) -> Iterator[PhotoRows]:
         return photo_rows(self.engine, after, since, min_quality, limit)
 
     def photo_counter(self) -> int:

@@ -10,7 +10,7 @@ will be, and "seq in (watermark, C]" loses nothing and reads nothing twice (docs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -23,6 +23,7 @@ from modq.store.interface import PhotoHashRow, PhotoRows
 from modq.store.schema import index_counters, photo_hashes
 
 PHOTO_HASHES = "photo_hashes"
+PAGE = 100_000
 BANKS = "banks"
 
 
@@ -100,12 +101,11 @@ def save_photo_hashes(engine: Engine, rows: Sequence[PhotoHashRow]) -> list[int]
 
 def photo_rows(
     engine: Engine, after: int | None, since: datetime, min_quality: int, limit: int = 200_000
-) -> PhotoRows:
-    """Rows seen since `since` with quality >= `min_quality`: all of them up to the current
-    counter when `after` is None (a full load), else those with seq above `after`, at most
-    `limit` (the returned watermark says how far they reach)."""
+) -> Iterator[PhotoRows]:
+    """Rows seen since `since` with quality >= `min_quality`, in pages of at most 100,000: all
+    of them up to the current counter when `after` is None (a full load), else those with seq
+    above `after`, at most `limit`. The last page's watermark says how far they reach."""
     cols = photo_hashes.c
-    out = PhotoRows()
     with unavailable("loading photo hashes"), engine.connect() as conn:
         top = int(
             conn.execute(
@@ -120,14 +120,19 @@ def photo_rows(
             query = query.where(cols.seq > after, *where).order_by(cols.seq).limit(limit)
         else:
             query = query.where(*where)
-        result = conn.execution_options(yield_per=50_000).execute(query)
-        for h, listing, seller, index, seq, seen in result:
-            out.hashes += h
-            out.listing_ids.append(listing)
-            out.seller_ids.append(seller)
-            out.photo_index.append(index)
-            out.seq.append(seq)
-            out.seen.append(as_utc(seen).timestamp())
-    full = after is None or len(out) < limit
-    out.watermark = top if full else out.seq[-1]
-    return out
+        result = conn.execution_options(yield_per=PAGE).execute(query)
+        count, last = 0, after or 0
+        for rows in result.partitions():
+            page = PhotoRows()
+            for h, listing, seller, index, seq, seen in rows:
+                page.hashes += h
+                page.listing_ids.append(listing)
+                page.seller_ids.append(seller)
+                page.photo_index.append(index)
+                page.seq.append(seq)
+                page.seen.append(as_utc(seen).timestamp())
+            count, last = count + len(page), page.seq[-1] if page.seq else last
+            page.watermark = -1  # not the last page
+            yield page
+    full = after is None or count < limit
+    yield PhotoRows(watermark=top if full else last)

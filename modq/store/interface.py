@@ -8,7 +8,7 @@ never imports a database driver, so the pipeline can be tested and reasoned abou
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -100,8 +100,9 @@ class BankStore(Protocol):
 
     def photo_rows(
         self, after: int | None, since: datetime, min_quality: int, limit: int = 200_000
-    ) -> PhotoRows:
-        """All rows of the window (after None) or those above seq `after`."""
+    ) -> Iterator[PhotoRows]:
+        """All rows of the window (after None) or those above seq `after`, in pages; the
+        last page's watermark says how far they reach."""
         ...
 
     def photo_counter(self) -> int: ...
