@@ -12,7 +12,9 @@ COPY (seen over the last 29 days, 50,000 sellers), then:
    PSS (the kernel's proportional share: what the host pays for that process);
 3. incremental refreshes: `--new` rows saved through the store, then one writer refresh, 5x;
 4. lookups per second with dihedral matching as `bench_bank.py` counts them (a photo: its
-   hash exact to distance 31 plus 7 variants with one probe per table), batches of 320;
+   hash exact to distance 31 plus 7 variants with one probe per table), batches of 320, also
+   per CPU-second (this machine is shared); and the duplicate check's own lookup (the hash
+   as uploaded only);
 5. `BankMatcher.check` batch times (100 photos, banks empty) while another thread saves
    1,000 rows a second: with no refresh due, then with a refresh every second.
 """
@@ -115,8 +117,11 @@ def photos(rng: np.random.Generator, view: View, n: int) -> np.ndarray:
     return out
 
 
-def lookups(view: View, queries: np.ndarray, batch: int) -> tuple[float, int]:
-    """Photo lookups per second (hash radius 1, 7 variants radius 0) and the matches found."""
+def lookups(
+    view: View, queries: np.ndarray, batch: int, dihedral: bool = True
+) -> tuple[float, int]:
+    """Photo lookups per second (hash radius 1, and unless `dihedral` is False its 7 variants
+    radius 0) and the matches found. Without variants it is the duplicate check's lookup."""
     found = 0
     started = time.perf_counter()
     for first in range(0, len(queries), batch):
@@ -125,7 +130,8 @@ def lookups(view: View, queries: np.ndarray, batch: int) -> tuple[float, int]:
             if seg.searcher is None:
                 continue
             found += len(seg.searcher.search(part[:, 0], 31)[0])
-            seg.searcher.search(part[:, 1:].reshape(-1, 32), 31, radius=0)
+            if dihedral:
+                seg.searcher.search(part[:, 1:].reshape(-1, 32), 31, radius=0)
     return len(queries) / (time.perf_counter() - started), found
 
 
@@ -255,6 +261,11 @@ def main() -> None:
             rates = [lookups(index.view, queries, 320) for _ in range(3)]
             report["lookups_per_s"] = [round(r) for r, _ in rates]
             report["planted_found"] = rates[0][1]
+            cpu = time.process_time()
+            lookups(index.view, queries, 320)
+            report["lookups_per_cpu_s"] = round(len(queries) / (time.process_time() - cpu))
+            plain = [lookups(index.view, queries, 320, dihedral=False)[0] for _ in range(2)]
+            report["duplicate_check_lookups_per_s"] = [round(r) for r in plain]
             print(json.dumps(report), flush=True)
             index.close()
             if not args.skip_batches:
@@ -278,6 +289,7 @@ def run_batches(store: SqlBankStore, root: Path, compact: bool, batches: int) ->
         config = BankConfig(31, 50, WINDOW_DAYS, refresh_s, compact)
         matcher = BankMatcher(store, config, root)
         matcher.start()
+        matcher.refresh()  # catch up with the rows the previous run saved: steady state below
         batch_times(matcher, rng, 20)  # warm
         stop = threading.Event()
 

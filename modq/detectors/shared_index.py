@@ -28,11 +28,13 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -142,6 +144,7 @@ class SharedIndex:
         self._lock: IO[bytes] | None = None
         self._opened: dict[str, Segment] = {}
         self._retired: list[tuple[float, str]] = []
+        self._builder: ProcessPoolExecutor | None = None
 
     # ---- both roles -------------------------------------------------------------------
 
@@ -165,6 +168,9 @@ class SharedIndex:
         return self._lock is not None
 
     def close(self) -> None:
+        if self._builder is not None:
+            self._builder.shutdown()
+            self._builder = None
         if self._lock is not None:
             self._lock.close()  # releases the flock
             self._lock = None
@@ -223,28 +229,31 @@ class SharedIndex:
                 self.view = self._open(manifest)
                 self._collect(set(manifest["segments"]), startup=True)
                 return Refreshed("writer", "adopted", len(self.view))
+            # The first build runs here: nothing is served from this index before it.
             rows, watermark = self.feed.rows(None)
-            self._publish([self._segment(rows)], watermark)
+            self._publish([self._segment(rows, here=True)], watermark)
             return Refreshed("writer", "built", len(rows["seq"]))
         rows, watermark = self.feed.rows(self.view.watermark)
         n = len(rows["seq"])
         segments = list(self.view.segments)
         if n:
-            segments.append(self._segment(rows))
+            name = self._segment(rows)
+            segments.append(Segment(name, rows, {}))
+        names = [s.name for s in segments]
         action = "appended"
         deltas = sum(len(s) for s in segments[1:])
         if segments and (
             self._expired_share(segments[0]) > self.tiers.dead_ratio
             or deltas > max(self.tiers.delta_ratio * len(segments[0]), self.tiers.scan_max)
         ):
-            segments, action = [self._merge(segments)], "compacted"
+            names, action = [self._merge(segments)], "compacted"
         elif len(segments) > 1 + self.tiers.max_segments:
-            segments, action = [segments[0], self._merge(segments[1:])], "merged"
+            names, action = [names[0], self._merge(segments[1:])], "merged"
         if not n and action == "appended":
             if watermark != self.view.watermark:
-                self._publish(segments, watermark)
+                self._publish(names, watermark)
             return Refreshed("writer", "unchanged")
-        self._publish(segments, watermark)
+        self._publish(names, watermark)
         return Refreshed("writer", action, n)
 
     def _usable(self, manifest: dict[str, Any]) -> bool:
@@ -260,40 +269,34 @@ class SharedIndex:
         cutoff = self.clock() - self.window_s
         return float(np.count_nonzero(seg.rows["seen"] < cutoff)) / len(seg)
 
-    def _merge(self, segments: Sequence[Segment]) -> Segment:
-        """One segment with the rows of `segments` still in the window, one per key."""
-        rows = {k: np.concatenate([s.rows[k] for s in segments]) for k in segments[0].rows}
-        live = rows["seen"] >= self.clock() - self.window_s
-        rows = {k: v[live] for k, v in rows.items()}
-        if self.kind.key and len(rows["seq"]):
-            # Sorted by key, then seq: the last row of each key is its newest version.
-            order = np.lexsort((rows["seq"], *(rows[k] for k in reversed(self.kind.key))))
-            keys = [rows[k][order] for k in self.kind.key]
-            last = np.ones(len(order), bool)
-            last[:-1] = np.logical_or.reduce([k[1:] != k[:-1] for k in keys])
-            order = np.sort(order[last])  # back to seq order
-            rows = {k: v[order] for k, v in rows.items()}
-        return self._segment(rows)
+    def _merge(self, segments: Sequence[Segment]) -> str:
+        """A new segment with the rows of `segments` still in the window, one per key."""
+        cutoff = self.clock() - self.window_s
+        names = [s.name for s in segments]
+        args = (self.root, names, self.kind, cutoff, self.tiers.scan_max, self.clock())
+        return self._run(merge_segments, sum(len(s) for s in segments), *args)
 
-    def _segment(self, rows: Columns) -> Segment:
-        """Write `rows` (and, when large, the kind's structure) as a new segment folder."""
-        structure = self.kind.build(rows) if len(rows["seq"]) > self.tiers.scan_max else {}
-        name = f"seg-{int(self.clock() * 1000):013d}-{uuid.uuid4().hex[:8]}"
-        tmp = self.root / f"tmp-{name}"
-        tmp.mkdir()
-        for prefix, columns in (("rows.", rows), ("index.", structure)):
-            for key, arr in columns.items():
-                np.save(tmp / f"{prefix}{key}.npy", np.ascontiguousarray(arr))
-        tmp.rename(self.root / name)
-        return Segment(name, rows, structure)
+    def _segment(self, rows: Columns, here: bool = False) -> str:
+        args = (self.root, rows, self.kind, self.tiers.scan_max, self.clock())
+        return write_segment(*args) if here else self._run(write_segment, len(rows["seq"]), *args)
 
-    def _publish(self, segments: Sequence[Segment], watermark: int) -> None:
+    def _run(self, fn: Callable[..., str], rows: int, *args: Any) -> str:
+        """`fn(*args)` here, or, when it builds a search structure (long, and numpy holds the
+        GIL for parts of it), in the builder process, so this process's batches keep their
+        CPU share: the refresh thread only waits."""
+        if rows <= self.tiers.scan_max:
+            return fn(*args)
+        if self._builder is None:
+            self._builder = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        return self._builder.submit(fn, *args).result()
+
+    def _publish(self, segments: Sequence[str], watermark: int) -> None:
         manifest: dict[str, Any] = {
             "generation": self.view.generation + 1,
             "source": self.feed.source_id(),
             "kind": self.kind.name,
             "watermark": watermark,
-            "segments": [s.name for s in segments],
+            "segments": list(segments),
             "written_at": self.clock(),
         }
         tmp = self.root / f"tmp-{uuid.uuid4().hex}.json"
@@ -325,3 +328,37 @@ class SharedIndex:
             else:
                 keep_retired.append((since, name))
         self._retired = keep_retired
+
+
+def write_segment(root: Path, rows: Columns, kind: IndexKind, scan_max: int, now: float) -> str:
+    """Write `rows` (and, above `scan_max` rows, the kind's structure) as a new segment
+    folder under `root`; returns its name. The folder appears complete or not at all."""
+    structure = kind.build(rows) if len(rows["seq"]) > scan_max else {}
+    name = f"seg-{int(now * 1000):013d}-{uuid.uuid4().hex[:8]}"
+    tmp = root / f"tmp-{name}"
+    tmp.mkdir()
+    for prefix, columns in (("rows.", rows), ("index.", structure)):
+        for key, arr in columns.items():
+            np.save(tmp / f"{prefix}{key}.npy", np.ascontiguousarray(arr))
+    tmp.rename(root / name)
+    return name
+
+
+def merge_segments(
+    root: Path, names: Sequence[str], kind: IndexKind, cutoff: float, scan_max: int, now: float
+) -> str:
+    """One new segment with the rows of the named segments seen at or after `cutoff`, one per
+    key (the highest seq); returns its name. Reads the files, so it can run in any process."""
+    parts = [_columns(root / name, "rows.") for name in names]
+    rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    live = rows["seen"] >= cutoff
+    rows = {k: v[live] for k, v in rows.items()}
+    if kind.key and len(rows["seq"]):
+        # Sorted by key, then seq: the last row of each key is its newest version.
+        order = np.lexsort((rows["seq"], *(rows[k] for k in reversed(kind.key))))
+        keys = [rows[k][order] for k in kind.key]
+        last = np.ones(len(order), bool)
+        last[:-1] = np.logical_or.reduce([k[1:] != k[:-1] for k in keys])
+        order = np.sort(order[last])  # back to seq order
+        rows = {k: v[order] for k, v in rows.items()}
+    return write_segment(root, rows, kind, scan_max, now)
