@@ -72,6 +72,7 @@ def test_refresh_racing_writers_loses_and_doubles_nothing(
     reader = _index(store, tmp_path, tiers)
     assert writer.refresh().action == "built" and writer.writer
     assert reader.refresh().role == "reader" and not reader.writer
+    assert writer.refresh().action == "unchanged"  # the builder process is up before the race
     done = threading.Event()
     actions: list[str] = []
 

@@ -231,23 +231,30 @@ class SharedIndex:
                 return Refreshed("writer", "adopted", len(self.view))
             # The first build runs here: nothing is served from this index before it.
             rows, watermark = self.feed.rows(None)
-            self._publish([self._segment(rows, here=True)], watermark)
+            self._publish(
+                [write_segment(self.root, rows, self.kind, self.tiers.scan_max, self.clock())],
+                watermark,
+            )
             return Refreshed("writer", "built", len(rows["seq"]))
-        rows, watermark = self.feed.rows(self.view.watermark)
-        n = len(rows["seq"])
+        # The database read, the packing and the file writes run in the builder process:
+        # this process only waits (its batches keep the GIL and the CPU).
+        now = self.clock()
+        args = (self.feed, self.view.watermark, self.root, self.kind, self.tiers.scan_max, now)
+        name, n, watermark = self._builder_run(append_rows, *args)
+        sizes = {s.name: len(s) for s in self.view.segments}
         segments = list(self.view.segments)
-        if n:
-            name = self._segment(rows)
-            segments.append(Segment(name, rows, {}))
+        if name is not None:
+            sizes[name] = n
+            segments.append(Segment(name, {"seq": np.zeros(n, np.int64)}, {}))
         names = [s.name for s in segments]
         action = "appended"
-        deltas = sum(len(s) for s in segments[1:])
-        if segments and (
+        deltas = sum(sizes[x] for x in names[1:])
+        if names and (
             self._expired_share(segments[0]) > self.tiers.dead_ratio
-            or deltas > max(self.tiers.delta_ratio * len(segments[0]), self.tiers.scan_max)
+            or deltas > max(self.tiers.delta_ratio * sizes[names[0]], self.tiers.scan_max)
         ):
             names, action = [self._merge(segments)], "compacted"
-        elif len(segments) > 1 + self.tiers.max_segments:
+        elif len(names) > 1 + self.tiers.max_segments:
             names, action = [names[0], self._merge(segments[1:])], "merged"
         if not n and action == "appended":
             if watermark != self.view.watermark:
@@ -274,18 +281,13 @@ class SharedIndex:
         cutoff = self.clock() - self.window_s
         names = [s.name for s in segments]
         args = (self.root, names, self.kind, cutoff, self.tiers.scan_max, self.clock())
-        return self._run(merge_segments, sum(len(s) for s in segments), *args)
+        name: str = self._builder_run(merge_segments, *args)
+        return name
 
-    def _segment(self, rows: Columns, here: bool = False) -> str:
-        args = (self.root, rows, self.kind, self.tiers.scan_max, self.clock())
-        return write_segment(*args) if here else self._run(write_segment, len(rows["seq"]), *args)
-
-    def _run(self, fn: Callable[..., str], rows: int, *args: Any) -> str:
-        """`fn(*args)` here, or, when it builds a search structure (long, and numpy holds the
-        GIL for parts of it), in the builder process, so this process's batches keep their
-        CPU share: the refresh thread only waits."""
-        if rows <= self.tiers.scan_max:
-            return fn(*args)
+    def _builder_run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` in the builder process (spawned once, kept): reads, packing, builds and
+        file writes hold the GIL for much of their time, and there they take it from no batch.
+        The refresh thread only waits for the result."""
         if self._builder is None:
             self._builder = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         return self._builder.submit(fn, *args).result()
@@ -362,3 +364,13 @@ def merge_segments(
         order = np.sort(order[last])  # back to seq order
         rows = {k: v[order] for k, v in rows.items()}
     return write_segment(root, rows, kind, scan_max, now)
+
+
+def append_rows(
+    feed: RowFeed, after: int, root: Path, kind: IndexKind, scan_max: int, now: float
+) -> tuple[str | None, int, int]:
+    """The feed's rows above `after` as a new segment: (its name or None when there are no
+    rows, how many, the watermark they reach)."""
+    rows, watermark = feed.rows(after)
+    n = len(rows["seq"])
+    return (write_segment(root, rows, kind, scan_max, now) if n else None), n, watermark

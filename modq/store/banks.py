@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from modq.errors import NotFoundError
 from modq.store.database import dialect_insert as _insert
-from modq.store.database import unavailable
+from modq.store.database import make_engine, unavailable
 from modq.store.hash_feed import (
     BANKS,
     PHOTO_HASHES,
@@ -54,6 +54,16 @@ def _selected(
     if hashes is not None or content_ids is not None:
         where = sa.and_(where, sa.or_(sa.false(), *picks))
     return where
+
+
+_ENGINES: dict[str, SqlBankStore] = {}
+
+
+def _reopened(url: str) -> SqlBankStore:
+    """One store (and engine) per URL in a process that received a pickled one."""
+    if url not in _ENGINES:
+        _ENGINES[url] = SqlBankStore(make_engine(url))
+    return _ENGINES[url]
 
 
 def add_to_bank(engine: Engine, bank: str, entries: Sequence[BankEntry]) -> int:
@@ -173,10 +183,14 @@ def load_bank_hashes(engine: Engine, min_quality: int) -> tuple[int, list[BankHa
 
 
 class SqlBankStore:
-    """`BankStore` on a SQLAlchemy engine: what the worker's `BankMatcher` is given."""
+    """`BankStore` on a SQLAlchemy engine: what the worker's `BankMatcher` is given. Sent to
+    another process (the photo index's builder) it reopens an engine on the same URL there."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return _reopened, (self.engine.url.render_as_string(hide_password=False),)
 
     def load_bank_hashes(self, min_quality: int) -> tuple[int, list[BankHash]]:
         return load_bank_hashes(self.engine, min_quality)
