@@ -20,7 +20,8 @@ import numpy.typing as npt
 
 from modq.detectors.hashing import HASH_BYTES
 from modq.detectors.mih import U8, HashIndex, _brute_force
-from modq.detectors.shared_index import Columns, View
+from modq.detectors.segments import Columns
+from modq.detectors.shared_index import View
 from modq.store.interface import BankStore, PhotoRows
 
 I64 = npt.NDArray[np.int64]

@@ -19,7 +19,7 @@ when its holder dies, so another process takes over at its next refresh). The wr
 Readers re-read the manifest and map the new segments. Either way the new `View` replaces the
 old one in one assignment: a lookup holds the `View` it started with and never waits.
 
-A kind (`IndexKind`) says how to build and search a segment: PDQ hashes
+A kind (`modq.detectors.segments.IndexKind`) says how to build and search a segment: PDQ hashes
 (`modq.detectors.photo_index`) and later look-alike embedding vectors share everything here.
 """
 
@@ -31,65 +31,31 @@ import logging
 import multiprocessing
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 import numpy as np
-import numpy.typing as npt
+
+from modq.detectors.segments import (
+    IndexKind,
+    RowFeed,
+    Segment,
+    append_rows,
+    load_columns,
+    merge_segments,
+    write_segment,
+)
 
 log = logging.getLogger(__name__)
 
-Columns = dict[str, npt.NDArray[Any]]
-I64 = npt.NDArray[np.int64]
 MANIFEST = "CURRENT.json"
-
-
-@dataclass
-class Segment:
-    name: str
-    rows: Columns
-    structure: Columns
-    searcher: Any = None  # the kind's object over rows + structure (IndexKind.open)
-
-    def __len__(self) -> int:
-        return len(self.rows["seq"])
-
-
-class IndexKind(Protocol):
-    """What one kind of index plugs into the mechanism."""
-
-    name: str
-    # Rows with equal values in these columns are versions of one thing: merges keep the
-    # highest seq.
-    key: tuple[str, ...]
-
-    def build(self, rows: Columns) -> Columns:
-        """The search structure over `rows` (kept in the segment's files)."""
-        ...
-
-    def open(self, rows: Columns, structure: Columns) -> Any:
-        """A searcher over a segment; `structure` is empty for segments scanned directly."""
-        ...
-
-
-class RowFeed(Protocol):
-    """Where rows come from (the database), by an increasing `seq`."""
-
-    def source_id(self) -> str: ...
-
-    def counter(self) -> int:
-        """The highest seq handed out so far."""
-        ...
-
-    def rows(self, after: int | None) -> tuple[Columns, int]:
-        """Rows of the window above seq `after` (all of them when None) and the watermark
-        they reach."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -120,13 +86,6 @@ class Refreshed:
     action: str  # "built", "appended", "merged", "compacted", "adopted", "mapped", "unchanged"
     rows: int = 0
     seconds: float = 0.0
-
-
-def _columns(folder: Path, prefix: str) -> Columns:
-    return {
-        p.name[len(prefix) : -4]: np.load(p, mmap_mode="r")
-        for p in sorted(folder.glob(f"{prefix}*.npy"))
-    }
 
 
 @dataclass
@@ -200,7 +159,7 @@ class SharedIndex:
             seg = self._opened.get(name)
             if seg is None:
                 folder = self.root / name
-                rows, structure = _columns(folder, "rows."), _columns(folder, "index.")
+                rows, structure = load_columns(folder, "rows."), load_columns(folder, "index.")
                 if "seq" not in rows:
                     raise FileNotFoundError(f"segment {folder} is incomplete")
                 seg = Segment(name, rows, structure, self.kind.open(rows, structure))
@@ -289,8 +248,17 @@ class SharedIndex:
         file writes hold the GIL for much of their time, and there they take it from no batch.
         The refresh thread only waits for the result."""
         if self._builder is None:
-            self._builder = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        return self._builder.submit(fn, *args).result()
+            self._builder = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_follow_parent,
+                initargs=(os.getpid(),),
+            )
+        try:
+            return self._builder.submit(fn, *args).result()
+        except BrokenProcessPool:  # the builder died (killed, out of memory): a new one next time
+            self._builder = None
+            raise
 
     def _publish(self, segments: Sequence[str], watermark: int) -> None:
         manifest: dict[str, Any] = {
@@ -332,45 +300,13 @@ class SharedIndex:
         self._retired = keep_retired
 
 
-def write_segment(root: Path, rows: Columns, kind: IndexKind, scan_max: int, now: float) -> str:
-    """Write `rows` (and, above `scan_max` rows, the kind's structure) as a new segment
-    folder under `root`; returns its name. The folder appears complete or not at all."""
-    structure = kind.build(rows) if len(rows["seq"]) > scan_max else {}
-    name = f"seg-{int(now * 1000):013d}-{uuid.uuid4().hex[:8]}"
-    tmp = root / f"tmp-{name}"
-    tmp.mkdir()
-    for prefix, columns in (("rows.", rows), ("index.", structure)):
-        for key, arr in columns.items():
-            np.save(tmp / f"{prefix}{key}.npy", np.ascontiguousarray(arr))
-    tmp.rename(root / name)
-    return name
+def _follow_parent(parent: int) -> None:
+    """In the builder process: exit when the worker process that started it is gone (killed
+    or crashed), instead of living on as an orphan."""
 
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
 
-def merge_segments(
-    root: Path, names: Sequence[str], kind: IndexKind, cutoff: float, scan_max: int, now: float
-) -> str:
-    """One new segment with the rows of the named segments seen at or after `cutoff`, one per
-    key (the highest seq); returns its name. Reads the files, so it can run in any process."""
-    parts = [_columns(root / name, "rows.") for name in names]
-    rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    live = rows["seen"] >= cutoff
-    rows = {k: v[live] for k, v in rows.items()}
-    if kind.key and len(rows["seq"]):
-        # Sorted by key, then seq: the last row of each key is its newest version.
-        order = np.lexsort((rows["seq"], *(rows[k] for k in reversed(kind.key))))
-        keys = [rows[k][order] for k in kind.key]
-        last = np.ones(len(order), bool)
-        last[:-1] = np.logical_or.reduce([k[1:] != k[:-1] for k in keys])
-        order = np.sort(order[last])  # back to seq order
-        rows = {k: v[order] for k, v in rows.items()}
-    return write_segment(root, rows, kind, scan_max, now)
-
-
-def append_rows(
-    feed: RowFeed, after: int, root: Path, kind: IndexKind, scan_max: int, now: float
-) -> tuple[str | None, int, int]:
-    """The feed's rows above `after` as a new segment: (its name or None when there are no
-    rows, how many, the watermark they reach)."""
-    rows, watermark = feed.rows(after)
-    n = len(rows["seq"])
-    return (write_segment(root, rows, kind, scan_max, now) if n else None), n, watermark
+    threading.Thread(target=watch, name="modq-builder-watch", daemon=True).start()
