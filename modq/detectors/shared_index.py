@@ -16,8 +16,11 @@ when its holder dies, so another process takes over at its next refresh). The wr
 - merges small segments into one when there are more than `Tiers.max_segments`, and rebuilds
   everything (evicting rows that left the window, keeping one row per key) when the segments
   after the first outgrow `Tiers.delta_ratio` of it or `Tiers.dead_ratio` of it has expired.
-Readers re-read the manifest and map the new segments. Either way the new `View` replaces the
-old one in one assignment: a lookup holds the `View` it started with and never waits.
+The reads, packing, builds and file writes after the first build run in a builder process
+the writer spawns (they hold the GIL for much of their time; the writer's batches must not
+wait for them). Readers re-read the manifest and map the new segments. Either way the new
+`View` replaces the old one in one assignment: a lookup holds the `View` it started with and
+never waits.
 
 A kind (`modq.detectors.segments.IndexKind`) says how to build and search a segment: PDQ hashes
 (`modq.detectors.photo_index`) and later look-alike embedding vectors share everything here.
