@@ -2,7 +2,7 @@
 and per process, lookups per second, and batch times with and without a refresh due.
 
     .venv/bin/python bench/bench_hash_index.py [--rows 1000000] [--layout fast|compact]
-        [--new 1000] [--photos 20000] [--batches 300] [--skip-batches]
+        [--new 1000] [--photos 20000] [--batches 300] [--rounds 1] [--skip-batches]
 
 A throw-away database (dropped at the end) gets `--rows` random hashes in `photo_hashes` by
 COPY (seen over the last 29 days, 50,000 sellers), then:
@@ -16,7 +16,8 @@ COPY (seen over the last 29 days, 50,000 sellers), then:
    per CPU-second (this machine is shared); and the duplicate check's own lookup (the hash
    as uploaded only);
 5. `BankMatcher.check` batch times (100 photos, banks empty) while another thread saves
-   1,000 rows a second: with no refresh due, then with a refresh every second.
+   1,000 rows a second: with no refresh due, then with a refresh every second (`--rounds`
+   times, alternating).
 """
 
 from __future__ import annotations
@@ -217,6 +218,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=20_000)
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--skip-batches", action="store_true")
+    parser.add_argument("--rounds", type=int, default=1, help="alternations of the batch runs")
     args = parser.parse_args()
     compact = args.layout == "compact"
     name = f"modq_bench_hidx_{os.getpid()}"
@@ -269,7 +271,9 @@ def main() -> None:
             print(json.dumps(report), flush=True)
             index.close()
             if not args.skip_batches:
-                report["batches"] = run_batches(store, Path(tmp), compact, args.batches)
+                report["batches"] = run_batches(
+                    store, Path(tmp), compact, args.batches, args.rounds
+                )
     finally:
         engine.dispose()
         from sqlalchemy import create_engine, text
@@ -281,11 +285,15 @@ def main() -> None:
     print(json.dumps(report))
 
 
-def run_batches(store: SqlBankStore, root: Path, compact: bool, batches: int) -> dict[str, Any]:
-    """Batch times without and with a refresh due (the matcher adopts the built index)."""
-    out: dict[str, Any] = {}
+def run_batches(
+    store: SqlBankStore, root: Path, compact: bool, batches: int, rounds: int
+) -> dict[str, Any]:
+    """Batch times without and with a refresh due, the two alternating `rounds` times (the
+    matcher adopts the built index)."""
+    out: dict[str, Any] = {"no_refresh_due": [], "refresh_every_1s": []}
     rng = np.random.default_rng(6)
-    for label, refresh_s in (("no_refresh_due", 3600.0), ("refresh_every_1s", 1.0)):
+    modes = [("no_refresh_due", 3600.0), ("refresh_every_1s", 1.0)] * rounds
+    for n, (label, refresh_s) in enumerate(modes):
         config = BankConfig(31, 50, WINDOW_DAYS, refresh_s, compact)
         matcher = BankMatcher(store, config, root)
         matcher.start()
@@ -293,7 +301,7 @@ def run_batches(store: SqlBankStore, root: Path, compact: bool, batches: int) ->
         batch_times(matcher, rng, 20)  # warm
         stop = threading.Event()
 
-        def insert(stop: threading.Event = stop, tag: str = label) -> None:
+        def insert(stop: threading.Event = stop, tag: str = f"{label}{n}") -> None:
             # The same write load in both runs: only the refreshes differ.
             r = np.random.default_rng(8)
             k = 0
@@ -308,11 +316,11 @@ def run_batches(store: SqlBankStore, root: Path, compact: bool, batches: int) ->
         times = batch_times(matcher, rng, batches)
         stop.set()
         feeder.join()
-        out[label] = {
+        out[label].append({
             "batches": batches, "p50_ms": round(pct(times, 50), 1),
             "p99_ms": round(pct(times, 99), 1), "max_ms": round(max(times) * 1000, 1),
             "refreshes_during": matcher.photos.view.generation - refreshes_before,
-        }  # fmt: skip
+        })  # fmt: skip
         matcher.close()
     return out
 
