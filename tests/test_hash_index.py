@@ -303,3 +303,22 @@ def test_restarted_process_warms_up_from_the_shared_index(
     assert (reader["role"], reader["action"], reader["rows"]) == ("reader", "mapped", 55)
     assert reader["generation"] == holder.view.generation
     holder.close()
+
+
+def test_versions_of_one_photo_in_one_save_and_an_older_redelivery(
+    store: SqlBankStore, tmp_path: Path
+) -> None:
+    """Two versions of the same listing photo in one batch: the newer one is written (the
+    other gets seq 0); a later redelivery of an older version changes nothing."""
+    rng = np.random.default_rng(21)
+    old, new, stale = _hashes(rng, 3)
+    rows = [PhotoHashRow("l-v", 0, 2, "s", new, 90), PhotoHashRow("l-v", 0, 1, "s", old, 90)]
+    seqs = store.save_photo_hashes(rows)
+    assert seqs[1] == 0 and seqs[0] > 0
+    store.save_photo_hashes([PhotoHashRow("l-v", 0, 1, "s", stale, 90)])
+    index = _index(store, tmp_path, Tiers())
+    index.refresh()
+    (seg,) = index.view.segments
+    assert [bytes(h) for h in seg.rows["hash"]] == [new]
+    assert seg.rows["seq"].tolist() == [seqs[0]]
+    index.close()

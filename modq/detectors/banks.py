@@ -255,7 +255,8 @@ class BankMatcher:
         good = [
             (k, h, s)
             for k, h, s in zip(keys, hashes, seqs, strict=True)
-            if h.quality >= self.config.min_quality
+            # seq 0: a newer version of the same photo in this batch replaced it unsaved
+            if h.quality >= self.config.min_quality and s > 0
         ]
         if good:
             add = Own(
