@@ -103,8 +103,13 @@ class Settings(BaseSettings):
     # on CPU with the same decision quality (docs/model-card.md); "fp32" runs `model_path`.
     # GPU workers use fp32 for both models (TensorRT's fp16 does the work int8 does here).
     classifier_precision: Literal["int8", "fp32"] = "int8"
-    # Seconds between reloads of the image banks and recent photo hashes from the database.
+    # Seconds between refreshes of the image banks (when their version moved) and the
+    # recent-photo index (the rows above its watermark), in a background thread; 0: in every
+    # batch (tests). The index lives in data_dir/indexes, one per host (docs/scaling.md).
     bank_refresh_s: float = 60.0
+    # The recent-photo index's layout: "fast" (~390 bytes a hash) or "compact" (~130 bytes a
+    # hash, slower lookups); docs/scaling.md has both measured.
+    photo_index_layout: Literal["fast", "compact"] = "fast"
 
     # Inference: "auto" picks TensorRT (if `tensorrt`), CUDA, then CPU from what ORT offers.
     providers: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"

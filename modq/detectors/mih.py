@@ -15,9 +15,11 @@ searched that way (`modq.detectors.banks`); the photo as uploaded always gets th
 Popcounts are the CPU's instruction (an LLVM intrinsic) and each query's 17 x 16 bucket starts are
 prefetched before the buckets are scanned, so the random memory accesses overlap.
 
-Memory is about 360 bytes per hash (~360 MB per million). Hashes added after the build go
-to a small delta scanned by brute force until the next rebuild. Distances above 31 lose the
-pigeonhole guarantee and are served by brute force over everything.
+Memory is about 360 bytes per hash (~360 MB per million); the compact layout (`compact=True`)
+drops the inline words, ~100 bytes per hash, and reads each candidate's hash from the hash
+rows instead (slower: a random access per candidate, prefetched a bucket at a time). Hashes
+added after the build go to a small delta scanned by brute force until the next rebuild.
+Distances above 31 lose the pigeonhole guarantee and are served by brute force over everything.
 """
 
 from __future__ import annotations
@@ -174,20 +176,100 @@ def _search(
     return n_out
 
 
+@njit(cache=True)
+def _search_compact(
+    q_u64: npt.NDArray[np.uint64],
+    q_u8: U8,
+    offsets: I64,
+    ids: npt.NDArray[np.int32],
+    db_u64: npt.NDArray[np.uint64],
+    db_u8: U8,
+    max_distance: int,
+    radius: int,
+    out_q: I64,
+    out_id: I64,
+    out_d: I64,
+) -> int:
+    """`_search` for the compact layout (no inline words): each candidate's hash is read from
+    the hash rows; a bucket's rows are all prefetched before any is compared."""
+    n_out = 0
+    probes = 1 + 16 * radius
+    starts = np.empty(16 * probes, np.int64)
+    ends = np.empty(16 * probes, np.int64)
+    for i in range(q_u64.shape[0]):
+        k = 0
+        for c in range(16):
+            base = (np.int64(q_u8[i, 2 * c]) << 8) | np.int64(q_u8[i, 2 * c + 1])
+            for f in range(probes):
+                key = base if f == 0 else base ^ (1 << (f - 1))
+                starts[k] = offsets[c, key]
+                ends[k] = offsets[c, key + 1]
+                k += 1
+        for k in range(16 * probes):
+            _prefetch(ids, starts[k])
+        for k in range(16 * probes):
+            for p in range(starts[k], ends[k]):
+                _prefetch(db_u8, 32 * np.int64(ids[p]))
+            c = k // probes
+            for p in range(starts[k], ends[k]):
+                j = ids[p]
+                d = np.uint64(0)
+                for x in range(4):
+                    d += _popcount(q_u64[i, x] ^ db_u64[j, x])
+                if d > max_distance:
+                    continue
+                seen = False
+                for c2 in range(c):
+                    x1 = np.uint64(q_u8[i, 2 * c2] ^ db_u8[j, 2 * c2])
+                    x2 = np.uint64(q_u8[i, 2 * c2 + 1] ^ db_u8[j, 2 * c2 + 1])
+                    if _popcount(x1) + _popcount(x2) <= radius:
+                        seen = True
+                        break
+                if seen:
+                    continue
+                if n_out < out_q.shape[0]:
+                    out_q[n_out] = i
+                    out_id[n_out] = j
+                    out_d[n_out] = d
+                n_out += 1
+    return n_out
+
+
+@njit(cache=True)
+def _scan(
+    q_u64: npt.NDArray[np.uint64],
+    db_u64: npt.NDArray[np.uint64],
+    max_distance: int,
+    out_q: I64,
+    out_id: I64,
+    out_d: I64,
+) -> int:
+    """Every (query, row) pair within `max_distance`, comparing each query with every row."""
+    n_out = 0
+    for i in range(q_u64.shape[0]):
+        q0, q1, q2, q3 = q_u64[i, 0], q_u64[i, 1], q_u64[i, 2], q_u64[i, 3]
+        for j in range(db_u64.shape[0]):
+            d = _popcount(q0 ^ db_u64[j, 0]) + _popcount(q1 ^ db_u64[j, 1])
+            d += _popcount(q2 ^ db_u64[j, 2]) + _popcount(q3 ^ db_u64[j, 3])
+            if d <= max_distance:
+                if n_out < out_q.shape[0]:
+                    out_q[n_out] = i
+                    out_id[n_out] = j
+                    out_d[n_out] = d
+                n_out += 1
+    return n_out
+
+
 def _brute_force(queries: U8, hashes: U8, max_distance: int, id_offset: int) -> Matches:
-    qs, js, ds = [], [], []
-    if len(hashes):
-        db = hashes.view(np.uint64)
-        for i, q in enumerate(queries.view(np.uint64)):
-            dist = np.bitwise_count(db ^ q).sum(axis=1)
-            hit = np.flatnonzero(dist <= max_distance)
-            qs.append(np.full(len(hit), i, np.int64))
-            js.append(hit.astype(np.int64) + id_offset)
-            ds.append(dist[hit].astype(np.int64))
-    if not qs:
-        empty = np.zeros(0, np.int64)
-        return empty, empty.copy(), empty.copy()
-    return np.concatenate(qs), np.concatenate(js), np.concatenate(ds)
+    q = np.ascontiguousarray(queries).view(np.uint64)
+    db = np.ascontiguousarray(hashes).view(np.uint64)
+    capacity = 64 + 4 * len(q)
+    while True:
+        out = [np.empty(capacity, np.int64) for _ in range(3)]
+        n = _scan(q, db, max_distance, *out)
+        if n <= capacity:
+            return out[0][:n], out[1][:n] + id_offset, out[2][:n]
+        capacity = n
 
 
 def _as_matrix(hashes: U8) -> U8:
@@ -200,7 +282,10 @@ def _as_matrix(hashes: U8) -> U8:
 class HashIndex:
     """All hashes within a Hamming distance of each query. Ids are row numbers, in add order."""
 
-    def __init__(self, hashes: U8 | None = None) -> None:
+    def __init__(self, hashes: U8 | None = None, compact: bool = False) -> None:
+        # compact: no inline words (64 instead of 320 bytes of tables per hash); candidates
+        # are checked against the hash rows, a random access each.
+        self.compact = compact
         self._main = np.zeros((0, HASH_BYTES), np.uint8)
         self._delta: list[U8] = []
         self._delta_rows = 0
@@ -212,23 +297,51 @@ class HashIndex:
     def _build(self, hashes: U8) -> None:
         n = len(hashes)
         self._main = hashes
-        words = hashes.view(">u2").astype(np.int64)  # (n, 16) chunk values
+        chunks = hashes.view(">u2")  # (n, 16) chunk values, one column at a time below
         u64 = hashes.view(np.uint64)
         self._offsets = np.zeros((CHUNKS, 65537), np.int64)
         self._ids = np.empty(CHUNKS * n, np.int32)
         # Two other words of each entry's hash, interleaved: one cache line serves 4 entries.
-        self._inline = np.empty((CHUNKS * n, 2), np.uint64)
+        self._inline = np.empty((0 if self.compact else CHUNKS * n, 2), np.uint64)
         for c in range(CHUNKS):
-            order = np.argsort(words[:, c], kind="stable")
-            counts = np.bincount(words[:, c], minlength=65536)
+            column = chunks[:, c].astype(np.uint16)
+            order = np.argsort(column, kind="stable")  # a radix sort for 16-bit keys
+            counts = np.bincount(column, minlength=65536)
             self._offsets[c, 1:] = np.cumsum(counts)
             self._offsets[c] += c * n
             block = slice(c * n, (c + 1) * n)
             self._ids[block] = order
-            w = c // 4
-            self._inline[block, 0] = u64[order, (w + 1) % 4]
-            self._inline[block, 1] = u64[order, (w + 2) % 4]
+            if not self.compact:
+                w = c // 4
+                self._inline[block, 0] = u64[order, (w + 1) % 4]
+                self._inline[block, 1] = u64[order, (w + 2) % 4]
         self._delta, self._delta_rows = [], 0
+
+    def arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """The search structure as plain arrays (the hashes themselves excluded), for a file
+        that `from_arrays` maps back; folds the delta in first."""
+        if self._delta:
+            self._build(np.concatenate([self._main, *self._delta]))
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "offsets": self._offsets, "ids": self._ids, "inline": self._inline
+        }  # fmt: skip
+        if self.compact:
+            del arrays["inline"]
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, hashes: U8, arrays: dict[str, npt.NDArray[Any]]) -> HashIndex:
+        """An index over `hashes` from the arrays `arrays()` returned (read-only memory maps
+        are fine: searching never writes)."""
+        index = cls.__new__(cls)
+        index._main = hashes
+        index.compact = "inline" not in arrays
+        empty = np.zeros((0, 2), np.uint64)
+        index._offsets, index._ids, index._inline = (
+            arrays["offsets"], arrays["ids"], arrays.get("inline", empty)
+        )  # fmt: skip
+        index._delta, index._delta_rows = [], 0
+        return index
 
     def add(self, hashes: U8) -> None:
         """Append hashes; ids continue after the existing ones."""
@@ -262,10 +375,16 @@ class HashIndex:
         capacity = 64 + 4 * len(q)
         while True:
             out = [np.empty(capacity, np.int64) for _ in range(3)]
-            n = _search(
-                q.view(np.uint64), q, self._offsets, self._ids, self._inline.reshape(-1),
-                self._main.view(np.uint64), self._main, max_distance, radius, *out,
-            )  # fmt: skip
+            if self.compact:
+                n = _search_compact(
+                    q.view(np.uint64), q, self._offsets, self._ids, self._main.view(np.uint64),
+                    self._main, max_distance, radius, *out,
+                )  # fmt: skip
+            else:
+                n = _search(
+                    q.view(np.uint64), q, self._offsets, self._ids, self._inline.reshape(-1),
+                    self._main.view(np.uint64), self._main, max_distance, radius, *out,
+                )  # fmt: skip
             if n <= capacity:
                 return out[0][:n], out[1][:n], out[2][:n]
             capacity = n

@@ -81,8 +81,10 @@ class Runtime:
                 rules.min_quality,
                 rules.duplicate_window_days,
                 settings.bank_refresh_s,
+                settings.photo_index_layout == "compact",
             )
-            banks = BankMatcher(stores.banks, config)
+            # One photo index per host: every process with this data_dir maps the same files.
+            banks = BankMatcher(stores.banks, config, settings.data_dir / "indexes")
         rt = cls(
             settings=settings,
             classifier=classifier,
@@ -97,6 +99,8 @@ class Runtime:
         if rt.detectors:
             rt.infer_pool = ThreadPoolExecutor(len(rt.detectors), thread_name_prefix="modq-infer")
             rt._closers.append(rt.infer_pool.shutdown)
+        if banks is not None:
+            rt._closers.append(banks.close)
         if stores is not None:
             rt._closers.append(stores.close)
         return rt

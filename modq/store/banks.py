@@ -3,14 +3,15 @@
 Banks are named sets of PDQ hashes of photos the marketplace has banned, each hash with the
 content id and note of the list it came from; `modq bank` edits them (banks and single hashes
 can be disabled without being deleted), and workers load the enabled ones into memory (see
-`modq.detectors.banks`). `photo_hashes` holds
-the hash of every moderated photo with its seller, for the duplicate-photo check.
+`modq.detectors.banks`) and reload them when the 'banks' counter moves (every edit here moves
+it). `photo_hashes`, the hash of every moderated photo with its seller for the
+duplicate-photo check, is read and written in `modq.store.hash_feed`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,9 +19,17 @@ from sqlalchemy.engine import Engine
 
 from modq.errors import NotFoundError
 from modq.store.database import dialect_insert as _insert
-from modq.store.database import unavailable
-from modq.store.interface import BankEntry, BankHash, PhotoHashRow
-from modq.store.schema import bank_hashes, image_banks, photo_hashes
+from modq.store.database import make_engine, unavailable
+from modq.store.hash_feed import (
+    BANKS,
+    PHOTO_HASHES,
+    advance,
+    counter,
+    photo_rows,
+    save_photo_hashes,
+)
+from modq.store.interface import BankEntry, BankHash, PhotoHashRow, PhotoRows
+from modq.store.schema import bank_hashes, image_banks
 
 
 def _bank_id(conn: sa.Connection, bank: str) -> int:
@@ -47,6 +56,16 @@ def _selected(
     return where
 
 
+_ENGINES: dict[str, SqlBankStore] = {}
+
+
+def _reopened(url: str) -> SqlBankStore:
+    """One store (and engine) per URL in a process that received a pickled one."""
+    if url not in _ENGINES:
+        _ENGINES[url] = SqlBankStore(make_engine(url))
+    return _ENGINES[url]
+
+
 def add_to_bank(engine: Engine, bank: str, entries: Sequence[BankEntry]) -> int:
     """Add the hashes to `bank`, creating it; returns how many were new (a hash already in the
     bank keeps its row). Nothing to add creates nothing: no empty bank appears by accident."""
@@ -68,7 +87,10 @@ def add_to_bank(engine: Engine, bank: str, entries: Sequence[BankEntry]) -> int:
             for e in entries
         ]
         stmt = _insert(conn, bank_hashes).on_conflict_do_nothing().returning(bank_hashes.c.id)
-        return len(conn.execute(stmt, rows).all())
+        added = len(conn.execute(stmt, rows).all())
+        if added:
+            advance(conn, BANKS)
+        return added
 
 
 def list_banks(engine: Engine) -> list[dict[str, Any]]:
@@ -116,6 +138,7 @@ def remove_from_bank(
         removed = conn.execute(sa.delete(bank_hashes).where(where)).rowcount
         if hashes is None and content_ids is None:
             conn.execute(sa.delete(image_banks).where(image_banks.c.id == bank_id))
+        advance(conn, BANKS)
         return int(removed)
 
 
@@ -130,6 +153,8 @@ def set_enabled(
     itself when both are None (returns 1)."""
     with unavailable(f"switching bank {bank}"), engine.begin() as conn:
         bank_id = _bank_id(conn, bank)
+        # Workers reload the banks when this counter moves (modq.detectors.banks).
+        advance(conn, BANKS)
         if hashes is None and content_ids is None:
             table = image_banks
             conn.execute(sa.update(table).where(table.c.id == bank_id).values(enabled=enabled))
@@ -140,8 +165,10 @@ def set_enabled(
         )
 
 
-def load_bank_hashes(engine: Engine, min_quality: int) -> list[BankHash]:
-    """Every usable hash (enabled, of an enabled bank, quality >= `min_quality`), in id order."""
+def load_bank_hashes(engine: Engine, min_quality: int) -> tuple[int, list[BankHash]]:
+    """The banks' version (the 'banks' counter) and every usable hash (enabled, of an enabled
+    bank, quality >= `min_quality`) in id order. The version is read first: an edit that
+    commits in between is loaded now and loaded again when the next poll sees its version."""
     cols = bank_hashes.c
     query = (
         sa.select(cols.hash, image_banks.c.name, cols.content_id, cols.note)
@@ -149,55 +176,40 @@ def load_bank_hashes(engine: Engine, min_quality: int) -> list[BankHash]:
         .where(cols.quality >= min_quality, cols.enabled, image_banks.c.enabled)
         .order_by(cols.id)
     )
+    version = counter(engine, BANKS)
     with unavailable("loading image banks"), engine.connect() as conn:
         rows = conn.execute(query).all()
-    return [BankHash(bytes(r[0]), str(r[1]), r[2], r[3]) for r in rows]
-
-
-def save_photo_hashes(engine: Engine, rows: Sequence[PhotoHashRow]) -> None:
-    """Upsert one row per listing photo; a newer version of the listing replaces it."""
-    if not rows:
-        return
-    with unavailable("saving photo hashes"), engine.begin() as conn:
-        stmt = _insert(conn, photo_hashes)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["listing_id", "photo_index"],
-            set_={
-                c: stmt.excluded[c]
-                for c in ("listing_version", "seller_id", "hash", "quality", "seen_at")
-            },
-            where=photo_hashes.c.listing_version <= stmt.excluded.listing_version,
-        )
-        now = datetime.now(UTC)
-        conn.execute(stmt, [{**r.__dict__, "seen_at": now} for r in rows])
-
-
-def load_recent_photo_hashes(
-    engine: Engine, since: datetime, min_quality: int
-) -> list[tuple[bytes, str | None, str]]:
-    """(hash, seller_id, listing_id) of photos seen since `since`."""
-    query = (
-        sa.select(photo_hashes.c.hash, photo_hashes.c.seller_id, photo_hashes.c.listing_id)
-        .where(photo_hashes.c.seen_at >= since, photo_hashes.c.quality >= min_quality)
-        .order_by(photo_hashes.c.seen_at)
-    )
-    with unavailable("loading recent photo hashes"), engine.connect() as conn:
-        return [(bytes(h), s, str(lid)) for h, s, lid in conn.execute(query)]
+    return version, [BankHash(bytes(r[0]), str(r[1]), r[2], r[3]) for r in rows]
 
 
 class SqlBankStore:
-    """`BankStore` on a SQLAlchemy engine: what the worker's `BankMatcher` is given."""
+    """`BankStore` on a SQLAlchemy engine: what the worker's `BankMatcher` is given. Sent to
+    another process (the photo index's builder) it reopens an engine on the same URL there."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def load_bank_hashes(self, min_quality: int) -> list[BankHash]:
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return _reopened, (self.engine.url.render_as_string(hide_password=False),)
+
+    def load_bank_hashes(self, min_quality: int) -> tuple[int, list[BankHash]]:
         return load_bank_hashes(self.engine, min_quality)
 
-    def load_recent_photo_hashes(
-        self, since: datetime, min_quality: int
-    ) -> list[tuple[bytes, str | None, str]]:
-        return load_recent_photo_hashes(self.engine, since, min_quality)
+    def bank_version(self) -> int:
+        return counter(self.engine, BANKS)
 
-    def save_photo_hashes(self, rows: Sequence[PhotoHashRow]) -> None:
-        save_photo_hashes(self.engine, rows)
+    def save_photo_hashes(self, rows: Sequence[PhotoHashRow]) -> list[int]:
+        return save_photo_hashes(self.engine, rows)
+
+    def photo_rows(
+        self, after: int | None, since: datetime, min_quality: int, limit: int = 200_000
+    ) -> Iterator[PhotoRows]:
+        return photo_rows(self.engine, after, since, min_quality, limit)
+
+    def photo_counter(self) -> int:
+        return counter(self.engine, PHOTO_HASHES)
+
+    def source_id(self) -> str:
+        """Which database the rows come from: an index built from another is not reused."""
+        url = self.engine.url
+        return f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database}"

@@ -8,7 +8,7 @@ never imports a database driver, so the pipeline can be tested and reasoned abou
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -52,6 +52,23 @@ class PhotoHashRow:
     quality: int
 
 
+@dataclass
+class PhotoRows:
+    """Photo hashes as columns: what an index segment is built from."""
+
+    hashes: bytearray = field(default_factory=bytearray)  # 32 bytes a row
+    listing_ids: list[str] = field(default_factory=list)
+    seller_ids: list[str | None] = field(default_factory=list)
+    photo_index: list[int] = field(default_factory=list)
+    seq: list[int] = field(default_factory=list)
+    seen: list[float] = field(default_factory=list)  # seen_at, seconds since the epoch
+    # Every row with seq <= watermark has been read (or is outside what was asked for).
+    watermark: int = 0
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+
 class VerdictStore(Protocol):
     """Where a batch's verdicts and rejected events go, idempotently."""
 
@@ -66,17 +83,31 @@ class VerdictStore(Protocol):
 
 
 class BankStore(Protocol):
-    """Image-bank hashes and recent photo hashes, as the matcher loads and saves them."""
+    """Image-bank hashes and photo hashes, as the matcher and its per-host index read them."""
 
-    def load_bank_hashes(self, min_quality: int) -> list[BankHash]:
-        """Every enabled hash of every enabled bank with quality >= `min_quality`."""
+    def load_bank_hashes(self, min_quality: int) -> tuple[int, list[BankHash]]:
+        """The banks' version and every enabled hash of every enabled bank with quality >=
+        `min_quality`."""
         ...
 
-    def load_recent_photo_hashes(
-        self, since: datetime, min_quality: int
-    ) -> list[tuple[bytes, str | None, str]]: ...
+    def bank_version(self) -> int:
+        """Moves with every bank edit (add, remove, enable, disable)."""
+        ...
 
-    def save_photo_hashes(self, rows: Sequence[PhotoHashRow]) -> None: ...
+    def save_photo_hashes(self, rows: Sequence[PhotoHashRow]) -> list[int]:
+        """Upserts the rows; returns the seq each was given."""
+        ...
+
+    def photo_rows(
+        self, after: int | None, since: datetime, min_quality: int, limit: int = 200_000
+    ) -> Iterator[PhotoRows]:
+        """All rows of the window (after None) or those above seq `after`, in pages; the
+        last page's watermark says how far they reach."""
+        ...
+
+    def photo_counter(self) -> int: ...
+
+    def source_id(self) -> str: ...
 
 
 @dataclass

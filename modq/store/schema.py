@@ -168,8 +168,23 @@ photo_hashes = sa.Table(
     sa.Column("hash", sa.LargeBinary(32), nullable=False),
     sa.Column("quality", sa.Integer, nullable=False),
     sa.Column("seen_at", Timestamp, nullable=False, server_default=sa.func.now()),
-    # The worker loads the recent window (duplicate photos) by this column.
+    # Position in `index_counters` 'photo_hashes' order, set on every insert and update
+    # (migration 0010_hash_watermarks): the per-host index loads the rows above its watermark.
+    sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
+    # The worker's first load reads the recent window by seen_at; refreshes read by seq.
     sa.Index(None, "seen_at"),
+    sa.Index(None, "seq"),
+)
+
+# Counters the per-host indexes poll (migration 0010_hash_watermarks): 'photo_hashes' is the
+# last seq handed to a photo_hashes row, 'banks' moves with every bank edit. A writer updates
+# its counter row in its own transaction, so the row lock orders the writers: no row with a
+# lower seq can commit after one with a higher seq (docs/scaling.md).
+index_counters = sa.Table(
+    "index_counters",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 
