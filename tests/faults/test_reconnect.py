@@ -1,0 +1,117 @@
+"""After a broker connection loss the worker still runs part-batches (issue 23).
+
+Kombu's event loop clears its timer when the connection drops; celery-batches armed its flush
+timer once and never again, so after a reconnect only a full buffer (`batch_size` messages)
+flushed and a lone listing waited for the next `batch_size - 1`. Each scenario breaks the
+broker while batches run and a part-batch is buffered, lets every listing finish (with
+`modq recover` beside the worker where the broker lost messages), then submits single
+listings one at a time, with no recovery running: each must get its outcome within one batch
+interval plus one batch time (`TRICKLE_BOUND_S`), with one and with two worker processes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.faults.conftest import photos_of
+from tests.faults.harness import Run
+from tests.faults.services import PostgresCluster, poll
+
+N = 200  # 12 batches of 16 and a part-batch of 8
+TRICKLE = 6
+# A batch (two 1024×768 photos a listing, the tiny model) takes well under a second here; its
+# photos may take up to the batch deadline (5 s). The bound is the interval plus that batch.
+TRICKLE_BOUND_S = 0.2 + 5.0 + 3.0  # batch_interval_s + batch_deadline_s + storing, slack
+
+
+def _ready(run: Run, processes: int) -> None:
+    worker = run.workers[-1]
+    worker.wait_for(lambda: worker.log().count("ready.") >= processes, 90, "every process")
+
+
+def _connected(run: Run) -> int:
+    return sum(w.log().count("Connected to redis://") for w in run.workers)
+
+
+def _trickle(run: Run, photo_root: Path, n: int = TRICKLE) -> list[float]:
+    """Submit `n` single listings one after the other; each one's seconds to its outcome."""
+    waits = []
+    for _ in range(n):
+        i = len(run.submitted)
+        run.submit([photos_of(photo_root, i)])
+        started = time.monotonic()
+        poll(
+            lambda: run.done() >= len(run.submitted),
+            TRICKLE_BOUND_S,
+            f"listing {run.submitted[-1]} (submitted alone) to get its outcome; "
+            f"broker: {run.broker_state()}",
+            step=0.05,
+        )
+        waits.append(time.monotonic() - started)
+    return waits
+
+
+def _finish(run: Run, photo_root: Path, since: float) -> None:
+    run.wait_all(timeout=120, tick=run.recover_every(2, older_than_s=5))
+    waits = _trickle(run, photo_root)
+    outcome = run.outcome(time.monotonic() - since)
+    print(f"{run.name}: trickle waits {', '.join(f'{w:.2f}' for w in waits)} s")
+    assert outcome.lost == 0 and outcome.duplicated == 0, outcome
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_redis_restarted_then_a_trickle(
+    make_run: type[Run], photo_root: Path, processes: int
+) -> None:
+    """Redis killed (no persistence: the queue and the unacked record are gone) and started
+    again while batches are in flight and a part-batch is buffered."""
+    run = make_run(f"restart-trickle-{processes}")
+    run.start_worker("--processes", str(processes))
+    _ready(run, processes)
+    run.submit([photos_of(photo_root, i) for i in range(N)])
+    run.wait_for_progress(40)
+    before = _connected(run)
+    run.redis.stop()
+    run.redis.start()
+    poll(lambda: _connected(run) >= before + processes, 60, "every process to reconnect")
+    _finish(run, photo_root, time.monotonic())
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_broker_connections_dropped_mid_batch(
+    make_run: type[Run], photo_root: Path, processes: int
+) -> None:
+    """Every client connection to Redis dropped (`CLIENT KILL`) while batches run: the data
+    stays, the consumers and the acknowledgements of the running batches lose their
+    connection."""
+    run = make_run(f"conn-drop-{processes}")
+    run.start_worker("--processes", str(processes))
+    _ready(run, processes)
+    run.submit([photos_of(photo_root, i) for i in range(N)])
+    run.wait_for_progress(40)
+    before = _connected(run)
+    admin = redis.Redis.from_url(run.redis.url)
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= processes
+    # A process whose consumer is idle notices only at its next command: wait for one.
+    poll(lambda: _connected(run) > before, 60, "a process to reconnect")
+    _finish(run, photo_root, time.monotonic())
+
+
+def test_postgresql_outage_ending_with_a_part_batch(
+    make_run: type[Run], cluster: PostgresCluster, photo_root: Path
+) -> None:
+    """PostgreSQL stopped while batches run (they are retried with backoff), then a trickle."""
+    run = make_run("pg-part-batch")
+    run.start_worker()
+    run.submit([photos_of(photo_root, i) for i in range(N)])
+    run.wait_for_progress(40)
+    cluster.stop()
+    try:
+        time.sleep(5)  # the outage itself, not a synchronisation
+    finally:
+        cluster.start()
+    _finish(run, photo_root, time.monotonic())
