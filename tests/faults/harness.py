@@ -154,6 +154,15 @@ class Run:
             assert len(report.rejected) == len(refused), report
         self.submitted += ids
 
+    def intake_rows(self) -> tuple[int, int]:
+        """(intake rows, open ones) of this run's listings."""
+        with self.engine.connect() as conn:
+            total, still_open = conn.execute(
+                sa.text("SELECT count(*), count(*) FILTER (WHERE done_at IS NULL) FROM intake "
+                        "WHERE listing_id LIKE :p"), {"p": f"{self.name}-%"},
+            ).one()  # fmt: skip
+        return int(total), int(still_open)
+
     def outcome_times(self) -> dict[str, float]:
         """Listing id → wall-clock time (epoch s) of its first stored verdict or rejection."""
         with self.engine.connect() as conn:

@@ -7,19 +7,26 @@ broker while batches run and a part-batch is buffered, lets every listing finish
 `modq recover` beside the worker where the broker lost messages), then submits single
 listings one at a time, with no recovery running: each must get its outcome within one batch
 interval plus one batch time (`TRICKLE_BOUND_S`), with one and with two worker processes.
+Also here: Redis restarted in the middle of a `modq backfill`.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
+from modq.domain.events import ListingEvent
+from modq.store.database import make_engine
+from modq.store.verdicts import save_batch
 from tests.faults.conftest import photos_of
-from tests.faults.harness import Run
+from tests.faults.harness import CATEGORIES, Run
 from tests.faults.services import PostgresCluster, poll
+from tests.workerkit import settings_env
 
 N = 200  # 12 batches of 16 and a part-batch of 8
 TRICKLE = 6
@@ -115,3 +122,37 @@ def test_postgresql_outage_ending_with_a_part_batch(
     finally:
         cluster.start()
     _finish(run, photo_root, time.monotonic())
+
+
+def test_redis_restarted_mid_backfill(make_run: type[Run], photo_root: Path) -> None:
+    """`modq backfill` records each page in the intake table before publishing it, so what a
+    Redis restart (no persistence) loses of the backfill queue, `modq recover` sends again,
+    to the backfill queue: every selected listing gets its verdict, none waits on the new
+    queue. The interrupted backfill command is simply run again (it resumes)."""
+    run = make_run("backfill-restart", backfill_high_water=48)
+    engine = make_engine(run.settings.database_url)
+    stored = [
+        ListingEvent(listing_id=f"{run.name}-{i}", declared_category=CATEGORIES[i % 3],
+                     images=photos_of(photo_root, i))
+        for i in range(N)
+    ]  # fmt: skip
+    save_batch(engine, stored, [])  # old listings, never moderated by this model
+    engine.dispose()
+    run.submitted += [e.listing_id for e in stored]
+    run.start_worker()
+    env = settings_env(run.settings)
+    command = [sys.executable, "-m", "modq", "backfill", "--no-progress", "--page-size", "16"]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    run.wait_for_progress(40)
+    run.redis.stop()
+    run.redis.start()
+    back = time.monotonic()
+    first.wait(timeout=120)  # it either finished its pages or failed on the lost broker
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    new_queue = redis.Redis.from_url(run.redis.url)
+    run.wait_all(timeout=180, tick=run.recover_every(2, older_than_s=5))
+    outcome = run.outcome(time.monotonic() - back)
+    assert outcome.lost == 0 and outcome.duplicated == 0, outcome
+    assert new_queue.llen(run.settings.queue_new) == 0
+    assert run.intake_rows() == (N, 0)  # every listing recorded, every row closed
