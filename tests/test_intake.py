@@ -14,6 +14,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from click.testing import CliRunner
+from kombu import Connection
 
 from modq.cli.main import main
 from modq.domain.envelope import make_body
@@ -202,3 +203,43 @@ def test_backfill_rows_go_back_to_the_backfill_queue_only_when_it_is_empty(
     # Queued backfill work is not sent again while it waits, whatever its age.
     assert recover(settings, older_than_s=0).backfill == 0
     assert client.llen(settings.queue_backfill) == len(in_backfill)
+
+
+def test_recover_leaves_listings_waiting_behind_a_backlog_alone(
+    settings: Settings, engine: Any, tmp_path: Path
+) -> None:
+    """Open rows accepted after the oldest message still waiting in the new queue may be in
+    that queue: however old, they are not sent again. Once the queue is lost, they are."""
+    photo = tmp_path / "hat.jpg"
+    photo.write_bytes(colour_jpeg("fashion.hat"))
+    run = uuid.uuid4().hex[:6]
+    submit_many(events(run, 3, photo), settings=settings)  # no worker: a backlog
+    recover(settings, older_than_s=0)  # (older open rows of other tests do go)
+    assert mine(settings, run) == [f"{run}-{i}" for i in range(3)]  # not doubled
+
+    redis.Redis.from_url(settings.broker_url).delete(settings.queue_new)  # lost
+    assert recover(settings, older_than_s=0).requeued >= 3
+    assert mine(settings, run) == [f"{run}-{i}" for i in range(3)]
+    # The recovered copies wait in the queue now, dated by their re-publication.
+    recover(settings, older_than_s=0)
+    assert mine(settings, run) == [f"{run}-{i}" for i in range(3)]
+
+
+def test_recover_leaves_listings_a_worker_holds_alone(
+    settings: Settings, engine: Any, tmp_path: Path
+) -> None:
+    """A message taken and not acknowledged (kombu's `unacked` record) is running, or comes
+    back after the visibility timeout: recovery sends no second copy of it."""
+    photo = tmp_path / "hat.jpg"
+    photo.write_bytes(colour_jpeg("fashion.hat"))
+    run = uuid.uuid4().hex[:6]
+    submit_many(events(run, 2, photo), settings=settings)
+    with Connection(settings.broker_url) as conn:
+        channel = conn.channel()
+        taken = channel.basic_get(settings.queue_new, no_ack=False)  # as a worker takes one
+        assert taken is not None
+        held_id = taken.decode()[1]["event"]["listing_id"]
+        redis.Redis.from_url(settings.broker_url).delete(settings.queue_new)  # the rest lost
+        recover(settings, older_than_s=0)
+        assert mine(settings, run) == sorted({f"{run}-0", f"{run}-1"} - {held_id})
+        taken.ack()

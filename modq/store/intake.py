@@ -104,11 +104,17 @@ def close_rows(conn: Connection, keys: Sequence[tuple[str | None, int | None]]) 
 
 
 def open_rows(
-    engine: Engine, older_than_s: float, limit: int = 1000, source: Source | None = None
+    engine: Engine,
+    older_than_s: float,
+    limit: int = 1000,
+    source: Source | None = None,
+    before: float | None = None,
 ) -> list[Accepted]:
     """Accepted listings still without an outcome, accepted more than `older_than_s` ago
-    (of one `source` only, when given)."""
+    (and before `before`, a Unix time, when given; of one `source` only, when given)."""
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    if before is not None:
+        cutoff = min(cutoff, datetime.fromtimestamp(before, UTC))
     query = (
         sa.select(intake.c.listing_id, intake.c.listing_version, intake.c.body, intake.c.source)
         .where(intake.c.done_at.is_(None), intake.c.accepted_at <= cutoff)

@@ -81,7 +81,7 @@ class Run:
         self.name = name
         self.started = time.monotonic()
         self.tmp = tmp
-        self.redis = RedisServer(tmp)
+        self.redis = RedisServer(tmp, appendonly=bool(overrides.pop("appendonly", False)))
         self.redis.start()
         url = cluster.create_database(f"faults_{name}_{uuid.uuid4().hex[:8]}")
         migrate(url)
