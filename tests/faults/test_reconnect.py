@@ -97,20 +97,22 @@ def test_redis_restarted_then_a_trickle(
 def test_broker_connections_dropped_mid_batch(
     make_run: type[Run], photo_root: Path, processes: int
 ) -> None:
-    """Every client connection to Redis dropped (`CLIENT KILL`) while batches run: the data
-    stays, the consumers and the acknowledgements of the running batches lose their
-    connection."""
+    """Every client connection to Redis dropped (`CLIENT KILL`) three times while batches run:
+    the data stays; a consumer and the acknowledgements of running batches lose their
+    connection ("Couldn't ack": redelivered after the visibility timeout). Which connections
+    notice depends on timing (redis-py quietly reconnects a connection it finds dead before a
+    command), so the test asserts the outcome, not a reconnect."""
     run = make_run(f"conn-drop-{processes}")
     run.start_worker("--processes", str(processes))
     _ready(run, processes)
     run.submit([photos_of(photo_root, i) for i in range(N)])
-    run.wait_for_progress(40)
-    before = _connected(run)
     admin = redis.Redis.from_url(run.redis.url)
-    assert admin.client_kill_filter(_type="normal", skipme=True) >= processes
-    # A process whose consumer is idle notices only at its next command: wait for one.
-    poll(lambda: _connected(run) > before, 60, "a process to reconnect")
-    _finish(run, photo_root, time.monotonic())
+    for progress in (40, 80, 120):
+        run.wait_for_progress(progress)
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= processes
+    dropped = time.monotonic()
+    _finish(run, photo_root, dropped)
+    print(f"{run.name}: consumers reconnected {_connected(run) - processes} times")
 
 
 def test_postgresql_outage_ending_with_a_part_batch(
