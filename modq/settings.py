@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     # A message whose batch started this many times without an outcome (its worker died each
     # time: out of memory, a crash) is a poison message: parked in `<queue>.dead`.
     max_deliveries: int = Field(3, ge=1)
+    # Intake rows closed longer ago than this are deleted by `modq recover` (a bounded chunk
+    # each pass), so the table holds about this many days of listings (docs/reliability.md).
+    intake_keep_days: float = Field(7.0, gt=0)
     # Prometheus metrics and /healthz on this port (`modq worker --metrics-port`); None = off.
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -162,3 +163,65 @@ def test_after_a_worker_died_each_message_runs_alone_and_only_the_killer_is_coun
     finally:
         engine.dispose()
     assert decided == {f"{run}-a", f"{run}-b"}
+
+
+def test_suspects_of_two_batches_in_flight_run_one_at_a_time(
+    make_settings: Callable[..., Settings], datasets_dir: Path
+) -> None:
+    """`modq worker -c 2`: two redelivered batches, each with a suspect. While one suspect
+    runs, the other is neither started nor counted, so when the worker dies during the first
+    (a killer), the second is not charged with that death."""
+    suffix = uuid.uuid4().hex[:6]
+    settings = make_settings(
+        image_roots=[str(datasets_dir)], detectors=[], queue_new=f"dd-{suffix}.new",
+        queue_backfill=f"dd-{suffix}.backfill",
+    )  # fmt: skip
+    photo = sorted((datasets_dir / "listings-v1" / "val" / "fashion.hat").glob("*.jpg"))[0]
+    run = uuid.uuid4().hex[:6]
+    killer_running, release, innocent_started = (threading.Event() for _ in range(3))
+
+    def read(ref: str) -> bytes:
+        if ref == "killer.jpg":
+            killer_running.set()
+            release.wait(30)
+            raise WorkerDied
+        innocent_started.set()
+        return photo.read_bytes()
+
+    def event(name: str, image: str) -> dict[str, Any]:
+        listing = ListingEvent(listing_id=f"{run}-{name}", declared_category="fashion.hat",
+                               images=[image])  # fmt: skip
+        return make_body(listing, "new")
+
+    ids = [f"{run}-killer", f"{run}-innocent"]
+    client = redis.Redis.from_url(settings.broker_url)
+    for task_id in ids:  # both were in flight when a worker died
+        client.set(KEY.format(task_id), 1)
+    rt = Runtime.build(settings, stores=open_stores(settings.database_url), read=read)
+    died: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            run_batch([event("killer", "killer.jpg")], rt, ids[:1])
+        except WorkerDied as exc:
+            died.append(exc)
+
+    try:
+        a = threading.Thread(target=first)
+        a.start()
+        assert killer_running.wait(30)
+        b = threading.Thread(target=run_batch, args=([event("innocent", str(photo))], rt, ids[1:]))
+        b.start()
+        # The other batch's suspect waits for the running one (a bounded wait for a start
+        # that must not happen).
+        assert not innocent_started.wait(2)
+        assert probe.previous_starts(settings, ids) == [2, 1]  # the death is the killer's
+        release.set()
+        a.join(30)
+        b.join(60)
+        assert died and not a.is_alive() and not b.is_alive()
+        assert probe.previous_starts(settings, ids) == [2, 0]  # the innocent ran, forgotten
+    finally:
+        release.set()
+        rt.close()
+        client.delete(*(KEY.format(i) for i in ids))

@@ -14,8 +14,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 from click.testing import CliRunner
+from kombu import Connection
 
 from modq.cli.main import main
+from modq.domain.envelope import make_body
 from modq.domain.events import ListingEvent
 from modq.domain.verdicts import RejectedEvent
 from modq.ingest.publish import submit_many
@@ -23,6 +25,7 @@ from modq.ingest.recover import recover
 from modq.ingest.submit_file import submit_lines
 from modq.settings import Settings, get_settings
 from modq.store.database import make_engine
+from modq.store.intake import Accepted, accept, prune
 from modq.store.queries import list_rejected
 from modq.store.schema import intake
 from modq.store.verdicts import record_rejected, save_batch
@@ -145,3 +148,98 @@ def test_submit_time_rejections_keep_the_listing_id(settings: Settings, engine: 
     assert by_payload[lines[0]]["listing_id"] == f"{run}-nocat"
     assert by_payload[lines[0]]["stage"] == "submit"
     assert by_payload[lines[1]]["listing_id"] is None
+
+
+def test_closed_rows_are_pruned_in_bounded_chunks(
+    settings: Settings, engine: Any, tmp_path: Path
+) -> None:
+    photo = tmp_path / "hat.jpg"
+    photo.write_bytes(colour_jpeg("fashion.hat"))
+    run = uuid.uuid4().hex[:6]
+    batch = events(run, 4, photo)
+    submit_many(batch, settings=settings)
+    save_batch(engine, batch[:3], [], [])  # three closed, the fourth still open
+    ten_days_ago = sa.func.now() - sa.text("interval '10 days'")
+    with engine.begin() as conn:  # as if they had been closed (and accepted) long ago
+        conn.execute(
+            sa.update(intake)
+            .where(intake.c.listing_id.in_([e.listing_id for e in batch[1:]]))
+            .values(done_at=sa.case((intake.c.done_at.is_(None), None), else_=ten_days_ago),
+                    accepted_at=ten_days_ago)
+        )  # fmt: skip
+    assert prune(engine, keep_s=7 * 86_400, limit=1) == 1  # bounded: one of the two
+    assert recover(settings, older_than_s=3600).pruned == 1  # the sidecar's pass: the other
+    assert prune(engine, keep_s=7 * 86_400) == 0
+    left = rows(engine, run)
+    # Kept: the row closed just now, and the open one however old (recover re-sends it).
+    assert sorted(left) == [(f"{run}-0", 1), (f"{run}-3", 1)]
+    assert left[(f"{run}-3", 1)]["done_at"] is None
+
+
+def test_backfill_rows_go_back_to_the_backfill_queue_only_when_it_is_empty(
+    settings: Settings, engine: Any, tmp_path: Path
+) -> None:
+    photo = tmp_path / "hat.jpg"
+    photo.write_bytes(colour_jpeg("fashion.hat"))
+    run = uuid.uuid4().hex[:6]
+    batch = events(run, 3, photo)
+    submit_many(batch[:1], settings=settings)  # a new listing still on its way
+    save_batch(engine, batch[1:2], [], [])
+    backfill = [Accepted(e.listing_id, 1, make_body(e, "backfill"), "backfill") for e in batch]
+    accept(engine, backfill, keep_open=True)  # what `modq backfill` records for a page
+    found = rows(engine, run)
+    assert found[(f"{run}-0", 1)]["source"] == "new"  # open: left as it was
+    assert found[(f"{run}-1", 1)]["source"] == "backfill"  # closed: opened again
+    assert found[(f"{run}-1", 1)]["done_at"] is None
+    assert found[(f"{run}-2", 1)]["source"] == "backfill"
+
+    client = redis.Redis.from_url(settings.broker_url)
+    client.delete(settings.queue_new, settings.queue_backfill)  # the broker lost everything
+    report = recover(settings, older_than_s=0)
+    assert report.backfill >= 2
+    assert mine(settings, run) == [f"{run}-0"]  # nothing of the backfill on the new queue
+    in_backfill = [b["event"]["listing_id"] for b in queued(settings, settings.queue_backfill)]
+    assert sorted(i for i in in_backfill if i.startswith(run)) == [f"{run}-1", f"{run}-2"]
+    # Queued backfill work is not sent again while it waits, whatever its age.
+    assert recover(settings, older_than_s=0).backfill == 0
+    assert client.llen(settings.queue_backfill) == len(in_backfill)
+
+
+def test_recover_leaves_listings_waiting_behind_a_backlog_alone(
+    settings: Settings, engine: Any, tmp_path: Path
+) -> None:
+    """Open rows accepted after the oldest message still waiting in the new queue may be in
+    that queue: however old, they are not sent again. Once the queue is lost, they are."""
+    photo = tmp_path / "hat.jpg"
+    photo.write_bytes(colour_jpeg("fashion.hat"))
+    run = uuid.uuid4().hex[:6]
+    submit_many(events(run, 3, photo), settings=settings)  # no worker: a backlog
+    recover(settings, older_than_s=0)  # (older open rows of other tests do go)
+    assert mine(settings, run) == [f"{run}-{i}" for i in range(3)]  # not doubled
+
+    redis.Redis.from_url(settings.broker_url).delete(settings.queue_new)  # lost
+    assert recover(settings, older_than_s=0).requeued >= 3
+    assert mine(settings, run) == [f"{run}-{i}" for i in range(3)]
+    # The recovered copies wait in the queue now, dated by their re-publication.
+    recover(settings, older_than_s=0)
+    assert mine(settings, run) == [f"{run}-{i}" for i in range(3)]
+
+
+def test_recover_leaves_listings_a_worker_holds_alone(
+    settings: Settings, engine: Any, tmp_path: Path
+) -> None:
+    """A message taken and not acknowledged (kombu's `unacked` record) is running, or comes
+    back after the visibility timeout: recovery sends no second copy of it."""
+    photo = tmp_path / "hat.jpg"
+    photo.write_bytes(colour_jpeg("fashion.hat"))
+    run = uuid.uuid4().hex[:6]
+    submit_many(events(run, 2, photo), settings=settings)
+    with Connection(settings.broker_url) as conn:
+        channel = conn.channel()
+        taken = channel.basic_get(settings.queue_new, no_ack=False)  # as a worker takes one
+        assert taken is not None
+        held_id = taken.decode()[1]["event"]["listing_id"]
+        redis.Redis.from_url(settings.broker_url).delete(settings.queue_new)  # the rest lost
+        recover(settings, older_than_s=0)
+        assert mine(settings, run) == sorted({f"{run}-0", f"{run}-1"} - {held_id})
+        taken.ack()

@@ -10,7 +10,9 @@ high-water mark, publishes, and checkpoints. The parts it drives:
 
 Before publishing a page the command waits until the backfill queue plus that page fits under
 `backfill_high_water`, so Redis holds a bounded number of backfill messages however large the
-selection; workers set the pace. The checkpoint advances right after each page is published, so
+selection; workers set the pace. Each page is recorded in the intake table before it is
+published, as `submit` records new listings, so `modq recover` re-sends to the backfill queue
+what a broker lost. The checkpoint advances right after each page is published, so
 queueing is at-least-once with at most one page queued twice after a kill; verdicts stay
 exactly-once because the worker upserts on (listing, version, model, policy).
 """
@@ -37,6 +39,7 @@ from modq.backfill.selection import (
     read_ids,
     table_pages,
 )
+from modq.domain.envelope import event_of
 from modq.errors import BackfillError
 from modq.ingest.publish import publish_bodies, queue_size
 from modq.settings import Settings
@@ -49,6 +52,7 @@ from modq.store.checkpoints import (
     start_job,
 )
 from modq.store.database import Engine
+from modq.store.intake import Accepted, accept
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,17 @@ def _wait_for_room(settings: Settings, incoming: int, high_water: int, bar: tqdm
             refresh=True,
         )
         time.sleep(POLL_S)
+
+
+def _intake_rows(bodies: list[dict[str, Any]]) -> list[Accepted]:
+    rows = []
+    for body in bodies:
+        event = event_of(body)
+        rows.append(
+            Accepted(str(event["listing_id"]), int(event.get("listing_version") or 1), body,
+                     "backfill")
+        )  # fmt: skip
+    return rows
 
 
 def run_backfill(
@@ -159,6 +174,9 @@ def run_backfill(
                 if not dry_run:
                     if page.bodies:
                         _wait_for_room(settings, len(page.bodies), high_water, bar)
+                        # Recorded before it is published, as `submit` does: a broker that
+                        # loses the page loses nothing `modq recover` cannot send again.
+                        accept(engine, _intake_rows(page.bodies), keep_open=True)
                         publish_bodies(
                             page.bodies, settings, queue=settings.queue_backfill, batch=True
                         )

@@ -6,7 +6,9 @@ host checks at connect time and dials only the addresses it has just checked (DN
 and it bounds every connect, TLS handshake, read and write by the fetch deadline the calling
 thread set with `deadline_at`. A server that sends its headers a byte at a time, or trickles a
 body forever, therefore cannot hold a fetch past that deadline: each socket operation gets at
-most the time that is left.
+most the time that is left. Name lookups are held to it too: `getaddrinfo` cannot be given a
+timeout (the resolver's own is 5 s × attempts × name servers), so it runs on a helper thread
+that the fetch stops waiting for when the deadline comes (`lookup`).
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class HostPolicy:
         trusted by `private_hosts`."""
         host = norm_host(host)
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = lookup(host, port)
         except socket.gaierror as exc:
             if exc.errno == socket.EAI_AGAIN:
                 raise PhotoFetchRetryable(f"DNS lookup for {host} failed temporarily") from exc
@@ -165,6 +167,39 @@ def _bounded(timeout: float | None, expired: type[Exception]) -> float | None:
     if remaining <= 0:
         raise expired("fetch deadline passed")
     return remaining if timeout is None else min(timeout, remaining)
+
+
+def lookup(host: str, port: int) -> list[Any]:
+    """`socket.getaddrinfo(host, port)` (TCP), given at most what is left of this thread's
+    fetch deadline; `PhotoFetchRetryable` when the resolver has not answered by then.
+
+    The lookup runs on a daemon thread: a call blocked in the resolver cannot be cancelled,
+    so an abandoned one finishes (or times out in the resolver) on its own, holding nothing
+    of the fetch's.
+    """
+    remaining = _bounded(None, PhotoFetchRetryable)
+    if remaining is None:  # no deadline on this thread (a pre-check outside a fetch)
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    answer: list[Any] = []
+    done = threading.Event()
+
+    def resolve() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the waiting fetch below
+            answer.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=resolve, name=f"modq-dns {host}", daemon=True).start()
+    if not done.wait(remaining):
+        raise PhotoFetchRetryable(
+            f"DNS lookup for {host} did not answer within the fetch deadline "
+            f"({remaining:.1f} s left)"
+        )
+    if isinstance(answer[0], BaseException):
+        raise answer[0]
+    return list(answer[0])
 
 
 class DeadlineStream(httpcore.NetworkStream):

@@ -10,6 +10,7 @@ parked in `<queue>.dead` before it can do it again.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -26,6 +27,11 @@ from modq.tasks import metrics
 
 log = logging.getLogger(__name__)
 
+# One suspect at a time in this process, across the batches in flight (`modq worker -c 2`):
+# when the worker dies, the only message counted as running is the one that was, so a
+# message that happened to run beside a killer is never charged with its deaths.
+_SUSPECT = threading.Lock()
+
 
 def run_batch(
     bodies: Sequence[dict[str, Any]], rt: Runtime, ids: Sequence[str] | None = None
@@ -39,9 +45,10 @@ def run_batch(
     Messages never started before run together, their starts counted at once. A message
     already started without an outcome was in flight when a worker died: each such *suspect*
     runs alone, its start counted just before it runs and forgotten as soon as it has an
-    outcome. So a worker that dies again counts one more start against the message it was
-    running, not against its batch-mates or the other batch in flight; a suspect started more
-    than `max_deliveries` times goes to `<queue>.dead`.
+    outcome, and only one suspect runs at a time in the process (the other batch in flight
+    waits for it). So a worker that dies again counts one more start against the message it
+    was running, not against its batch-mates or a suspect of the other batch; a suspect
+    started more than `max_deliveries` times goes to `<queue>.dead`.
     """
     if ids is None:
         _run_by_source(bodies, rt)
@@ -54,13 +61,15 @@ def run_batch(
         _run_by_source([body for body, _ in fresh], rt)
         probe.forget(rt.settings, [i for _, i in fresh])
     for body, task_id in suspects:
-        (started,) = probe.count_starts(rt.settings, [task_id])
-        if started > rt.settings.max_deliveries:
-            _park_poison(body, rt, started - 1)
-        else:
-            log.warning("message %s was in flight when a worker died: running it alone", task_id)
-            _run_by_source([body], rt)
-        probe.forget(rt.settings, [task_id])
+        with _SUSPECT:
+            (started,) = probe.count_starts(rt.settings, [task_id])
+            if started > rt.settings.max_deliveries:
+                _park_poison(body, rt, started - 1)
+            else:
+                log.warning("message %s was in flight when a worker died: running it alone",
+                            task_id)  # fmt: skip
+                _run_by_source([body], rt)
+            probe.forget(rt.settings, [task_id])
 
 
 def _run_by_source(bodies: Sequence[dict[str, Any]], rt: Runtime) -> None:

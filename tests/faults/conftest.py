@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.faults.harness import CATEGORIES
+from tests.faults.harness import CATEGORIES, Run
 from tests.faults.services import PostgresCluster
 from tests.photokit import COLOURS
 
@@ -42,3 +42,20 @@ def photo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def photos_of(photo_root: Path, i: int) -> list[str]:
     category = CATEGORIES[i % len(CATEGORIES)]
     return [str(photo_root / f"{category}-{n}.jpg") for n in range(2)]
+
+
+@pytest.fixture
+def make_run(
+    cluster: PostgresCluster, tiny_model: Path, photo_root: Path, tmp_path: Path
+) -> Iterator[type[Run]]:
+    """`make_run(name, **settings)`: a scenario's world, closed (workers, Redis) at the end."""
+    runs: list[Run] = []
+
+    def _make(name: str, **overrides: object) -> Run:
+        run = Run(name, cluster, tmp_path, tiny_model, photo_root, **overrides)
+        runs.append(run)
+        return run
+
+    yield _make  # type: ignore[misc]
+    for run in runs:
+        run.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 import uuid
@@ -51,12 +52,17 @@ class Outcome:
     peak_rss_mb: float
     wall_s: float
     requeued: int  # re-published by `modq recover` (the intake table)
+    latency_p50_s: float = 0.0  # submit → first stored outcome, per listing
+    latency_p99_s: float = 0.0
+    latency_max_s: float = 0.0
+    processed: int = 0  # listings the workers ran (from their logs): > submitted = rework
 
     def row(self) -> str:
         return (
             f"| {self.scenario} | {self.submitted} | {self.verdicts} | {self.rejected} | "
             f"{self.lost} | {self.duplicated} | {self.requeued} | {self.recover_s:.1f} | "
-            f"{self.peak_rss_mb:.0f} | {self.wall_s:.0f} |"
+            f"{self.peak_rss_mb:.0f} | {self.wall_s:.0f} | {self.latency_p50_s:.1f} / "
+            f"{self.latency_p99_s:.1f} / {self.latency_max_s:.1f} | {self.processed} |"
         )
 
 
@@ -75,7 +81,7 @@ class Run:
         self.name = name
         self.started = time.monotonic()
         self.tmp = tmp
-        self.redis = RedisServer(tmp)
+        self.redis = RedisServer(tmp, appendonly=bool(overrides.pop("appendonly", False)))
         self.redis.start()
         url = cluster.create_database(f"faults_{name}_{uuid.uuid4().hex[:8]}")
         migrate(url)
@@ -104,6 +110,7 @@ class Run:
         self.workers: list[WorkerProcess] = []
         self.peak_mb = 0.0
         self.submitted: list[str] = []
+        self.submitted_at: dict[str, float] = {}  # listing id → wall-clock time of its submit
         self.requeued = 0
 
     # --- processes ------------------------------------------------------------------------
@@ -124,22 +131,67 @@ class Run:
         `submit` refuses (a 1 MB reference) goes through `modq submit`'s path, which records
         the refusal in rejected_events with the listing's id, as a marketplace's would be."""
         events, refused = [], []
+        first = len(self.submitted)  # ids continue across calls (a trickle after a batch)
+        ids = [f"{self.name}-{first + i}" for i in range(len(refs))]
         for i, photos in enumerate(refs):
             raw = {
-                "listing_id": f"{self.name}-{i}",
-                "declared_category": CATEGORIES[i % len(CATEGORIES)],
+                "listing_id": ids[i],
+                "declared_category": CATEGORIES[(first + i) % len(CATEGORIES)],
                 "images": list(photos),
             }
             try:
                 events.append(ListingEvent.model_validate(raw))
             except ValueError:
                 refused.append(json.dumps(raw))
+        now = time.time()
+        self.submitted_at.update((listing_id, now) for listing_id in ids)
         for start in range(0, len(events), chunk):
+            for event in events[start : start + chunk]:  # the chunk's own submit time
+                self.submitted_at[event.listing_id] = time.time()
             submit_many(events[start : start + chunk], settings=self.settings)
         if refused:
             report = submit_lines(refused, self.settings)
             assert len(report.rejected) == len(refused), report
-        self.submitted += [f"{self.name}-{i}" for i in range(len(refs))]
+        self.submitted += ids
+
+    def intake_rows(self) -> tuple[int, int]:
+        """(intake rows, open ones) of this run's listings."""
+        with self.engine.connect() as conn:
+            total, still_open = conn.execute(
+                sa.text("SELECT count(*), count(*) FILTER (WHERE done_at IS NULL) FROM intake "
+                        "WHERE listing_id LIKE :p"), {"p": f"{self.name}-%"},
+            ).one()  # fmt: skip
+        return int(total), int(still_open)
+
+    def outcome_times(self) -> dict[str, float]:
+        """Listing id → wall-clock time (epoch s) of its first stored verdict or rejection."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT listing_id, extract(epoch FROM min(t)) FROM ("
+                    " SELECT listing_id, created_at AS t FROM verdicts WHERE listing_id LIKE :p"
+                    " UNION ALL SELECT listing_id, received_at FROM rejected_events"
+                    " WHERE listing_id LIKE :p) o GROUP BY listing_id"
+                ),
+                {"p": f"{self.name}-%"},
+            ).all()
+        return {str(lid): float(t) for lid, t in rows}
+
+    def latencies(self) -> list[float]:
+        """Seconds from submit to the first stored outcome, per listing that has one, sorted."""
+        times = self.outcome_times()
+        return sorted(
+            max(0.0, times[lid] - at) for lid, at in self.submitted_at.items() if lid in times
+        )
+
+    def processed(self) -> int:
+        """Listings the workers ran, summed from their `batch: N verdicts, M rejected` lines:
+        above `submitted` by the work done twice (redeliveries, recovered copies)."""
+        total = 0
+        for worker in self.workers:
+            for n, m in re.findall(r"batch: (\d+) verdicts, (\d+) rejected", worker.log()):
+                total += int(n) + int(m)
+        return total
 
     def counts(self) -> tuple[int, int, int]:
         """(listings with a verdict, listings only rejected, duplicate rows)."""
@@ -211,7 +263,7 @@ class Run:
         result = Outcome(
             self.name, n, verdicts, rejected, n - verdicts - rejected, duplicated,
             round(recover_s, 1), round(self.peak_mb, 1), round(time.monotonic() - self.started, 1),
-            self.requeued,
+            self.requeued, *_percentiles(self.latencies()), self.processed(),
         )  # fmt: skip
         print(result.row())
         report = os.environ.get("MODQ_FAULTS_REPORT")
@@ -225,3 +277,11 @@ class Run:
             self.stop_worker(worker, signal.SIGTERM)
         self.engine.dispose()
         self.redis.stop()
+
+
+def _percentiles(values: list[float]) -> tuple[float, float, float]:
+    """(p50, p99, max) of sorted `values`, rounded to 0.1 s; zeros when empty."""
+    if not values:
+        return 0.0, 0.0, 0.0
+    at = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
+    return round(at(0.5), 1), round(at(0.99), 1), round(values[-1], 1)

@@ -45,19 +45,25 @@ def poll(probe: Callable[[], T | None], timeout: float, what: str, step: float =
 
 
 class RedisServer:
-    """`redis-server` without persistence, as docker-compose used to run it."""
+    """`redis-server` without persistence, as docker-compose used to run it; with
+    `appendonly`, as it runs it now (AOF, fsync every second, in `log_dir`)."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, appendonly: bool = False) -> None:
         self.port = free_port()
         self.log_dir = log_dir
+        self.appendonly = appendonly
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         log = (self.log_dir / f"redis-{self.port}.log").open("ab")
+        persistence = ["--appendonly", "no"]
+        if self.appendonly:
+            persistence = ["--appendonly", "yes", "--appendfsync", "everysec", "--dir",
+                           str(self.log_dir), "--appendfilename", f"{self.port}.aof"]  # fmt: skip
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--daemonize", "no"],
+             "--save", "", *persistence, "--daemonize", "no"],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,22 +20,6 @@ from tests.workerkit import child_pids, is_running
 
 N = 300
 PG_OUTAGE_S = 20.0
-
-
-@pytest.fixture
-def make_run(
-    cluster: PostgresCluster, tiny_model: Path, photo_root: Path, tmp_path: Path
-) -> Iterator[type[Run]]:
-    runs: list[Run] = []
-
-    def _make(name: str, **overrides: object) -> Run:
-        run = Run(name, cluster, tmp_path, tiny_model, photo_root, **overrides)
-        runs.append(run)
-        return run
-
-    yield _make  # type: ignore[misc]
-    for run in runs:
-        run.close()
 
 
 def _submit(run: Run, photo_root: Path, n: int = N) -> None:
