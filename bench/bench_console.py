@@ -213,7 +213,9 @@ def main() -> None:
         migrate(url)
         print(f"filling {url.rsplit('/', 1)[-1]}", flush=True)
         fill(url, args.listings, args.sellers)
-        settings = Settings(database_url=url, console_secret="bench", data_dir=Path("/tmp/mq"))
+        settings = Settings(
+            database_url=url, console_secret="bench-" + "s" * 32, data_dir=Path("/tmp/mq")
+        )
         add_user(make_engine(url), "bench", "lead", PASSWORD)
         proc = serve(settings, args.port)
         try:

@@ -54,7 +54,7 @@ def live_console(datasets_dir: Path, tmp_path: Path) -> Iterator[LiveConsole]:
         database_url=url,
         data_dir=tmp_path / "data",
         image_roots=[str(datasets_dir)],
-        console_secret="test-secret-" + url[-12:],
+        console_secret="test-secret-" + url[-12:] + "-" + "s" * 24,
     )
     engine = make_engine(url)
     for name, role in USERS.items():
