@@ -9,8 +9,9 @@ listings with two verdicts each (an older model's and the current one); a tenth 
 current verdicts are pending reviews spread over the four queues, another tenth were decided
 by moderators (reviews + final decisions). It then starts `modq console` in a subprocess and
 times, over HTTP with a logged-in session, the queue page, the home page (queue counts), a
-claim ("start reviewing"), a search by seller and the job view; finally 20 moderators claim
-concurrently (store calls from 20 threads) and every job must be distinct.
+claim ("start reviewing"), a search by seller, a search by reason code and the job view;
+finally 20 moderators claim concurrently (store calls from 20 threads) and every job must be
+distinct.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ QUEUES = [
     ("unreadable", 10, "image_unreadable: photo 1: no such file"),
     ("duplicates", 40, "duplicate_photo: photo 0: duplicate.other_seller 0.98 >= review"),
 ]
+# The search's reason filter: the four codes the fill uses, and one no verdict has.
+REASONS = ["prohibited_item", "category_mismatch", "image_unreadable", "duplicate_photo", "nudity"]
 CATS = "ARRAY[" + ",".join(f"'{c}'" for c in CATEGORIES) + "]"
 
 
@@ -232,6 +235,10 @@ def main() -> None:
                 ),
                 "search by seller": timed(
                     lambda i: client.get(f"/search?seller_id=seller-{(i * 7919) % args.sellers}"),
+                    n,
+                ),
+                "search by reason (4 present, 1 absent)": timed(
+                    lambda i: client.get("/search", params={"go": 1, "reason": REASONS[i % 5]}),
                     n,
                 ),
                 "job view (GET /jobs/ID)": timed(

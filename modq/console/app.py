@@ -10,7 +10,7 @@ refused with 413 before it is read whole (the console's forms are a few hundred 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
@@ -51,9 +51,9 @@ def _secured(response: Response) -> Response:
 
 
 class BodyLimit:
-    """Refuse (413) a request whose body is over `limit` bytes: at once when it says so in
-    Content-Length, else as soon as the bytes read pass the limit, so an anonymous client
-    cannot make the console buffer megabytes."""
+    """Refuse (413) a request whose body is over `limit` bytes: at once when its
+    Content-Length says so, else (chunked) as soon as the bytes read pass the limit, so an
+    anonymous client cannot make the console buffer megabytes."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app, self.limit = app, limit
@@ -62,22 +62,31 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > self.limit:
-            await _secured(PlainTextResponse("request body too large", 413))(scope, receive, send)
+        too_large = _secured(PlainTextResponse("request body too large", 413))
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            # The server holds the client to its Content-Length: checking it is enough.
+            if not declared.isdigit() or int(declared) > self.limit:
+                await too_large(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
             return
-        seen = 0
+        # No length given: read (at most `limit` bytes) before the app sees any of it.
+        messages: list[Message] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            more = message["type"] == "http.request" and bool(message.get("more_body"))
+            if size > self.limit:
+                await too_large(scope, receive, send)
+                return
 
-        async def limited() -> Message:
-            nonlocal seen
-            message: MutableMapping[str, Any] = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise StarletteHTTPException(413, "request body too large")
-            return message
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
 
-        await self.app(scope, limited, send)
+        await self.app(scope, replay, send)
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
