@@ -10,8 +10,8 @@ current verdicts are pending reviews spread over the four queues, another tenth 
 by moderators (reviews + final decisions). It then starts `modq console` in a subprocess and
 times, over HTTP with a logged-in session, the queue page, the home page (queue counts), a
 claim ("start reviewing"), a search by seller, a search by reason code and the job view;
-finally 20 moderators claim concurrently (store calls from 20 threads) and every job must be
-distinct.
+then 20 moderators claim concurrently (store calls from 20 threads) and every job must be
+distinct; last, the store's search by reason with and without its trigram index.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from bench.bench_store import CATEGORIES, fresh_database
 from modq.console.auth import add_user
 from modq.settings import Settings, get_settings
 from modq.store.database import make_engine, migrate
+from modq.store.review_views import SearchQuery, search
 from modq.store.reviews import claim_next
 
 PASSWORD = "bench-password"
@@ -203,6 +204,30 @@ def concurrent_claims(url: str, moderators: int, each: int) -> tuple[int, int, f
     return len(got), len(set(got)), wall, times[round(0.95 * len(times)) - 1]
 
 
+def reason_filter_ab(url: str, runs: int = 20) -> None:
+    """The store's search by reason with and without its trigram index (dropped here: the
+    database is a throw-away one)."""
+    engine = make_engine(url)
+
+    def timings(label: str) -> None:
+        for code in ("prohibited_item", "nudity"):
+            times = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                search(engine, SearchQuery(reason=code))
+                times.append((time.perf_counter() - started) * 1000)
+            times.sort()
+            p95 = times[max(0, round(0.95 * runs) - 1)]
+            print(f"store search reason={code:16s} {label:14s} "
+                  f"p50 {statistics.median(times):6.1f} ms  p95 {p95:6.1f} ms")  # fmt: skip
+
+    timings("with index")
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_verdicts_reasons_trgm"))
+    timings("without index")
+    engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--listings", type=int, default=500_000, help="2 verdicts each")
@@ -241,6 +266,9 @@ def main() -> None:
                     lambda i: client.get("/search", params={"go": 1, "reason": REASONS[i % 5]}),
                     n,
                 ),
+                "search by a reason no verdict has": timed(
+                    lambda i: client.get("/search", params={"go": 1, "reason": "nudity"}), n
+                ),
                 "job view (GET /jobs/ID)": timed(
                     lambda i: client.get(f"/jobs/L{(i * 10 * 97 + 10) % args.listings:08d}"), n
                 ),
@@ -256,6 +284,7 @@ def main() -> None:
         print(f"20 concurrent claimers: {total} claims, {distinct} distinct jobs, "
               f"{wall:.2f} s wall, claim p95 {p95:.1f} ms")  # fmt: skip
         assert total == distinct, "two moderators got the same job"
+        reason_filter_ab(url)
 
 
 if __name__ == "__main__":

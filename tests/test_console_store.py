@@ -15,7 +15,7 @@ from modq.errors import ReviewError
 from modq.store.database import make_engine, migrate
 from modq.store.reviews import claim_next, decide, queue_counts, release
 from modq.store.schema import listing_decisions, review_jobs, reviews
-from modq.store.users import clear_attempts, count_attempts, get_user, upsert_user
+from modq.store.users import count_attempts, forgive_attempt, get_user, upsert_user
 from tests.conftest import create_database, drop_database
 from tests.consolekit import review_listing
 
@@ -146,9 +146,11 @@ def test_users_and_lockout_counter(engine: Engine) -> None:
     # A window that has ended starts again at 1; clearing forgets the key.
     later = until + timedelta(seconds=1)
     assert count_attempts(engine, ["k"], later, later + timedelta(minutes=15)) == {"k": 1}
-    clear_attempts(engine, "k", later)
-    assert count_attempts(engine, ["k", "j"], later, later + timedelta(minutes=15)) == {
-        "j": 1, "k": 1
+    # A right password forgets the pair's count and takes one attempt back from the address.
+    count_attempts(engine, ["a"], later, later + timedelta(minutes=15))
+    forgive_attempt(engine, "k", "a", later)
+    assert count_attempts(engine, ["k", "a"], later, later + timedelta(minutes=15)) == {
+        "a": 1, "k": 1
     }  # fmt: skip
 
 

@@ -35,7 +35,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from modq.errors import ConfigError
 from modq.settings import Settings
 from modq.store.database import Engine
-from modq.store.users import clear_attempts, count_attempts, end_sessions, get_user, upsert_user
+from modq.store.users import count_attempts, end_sessions, forgive_attempt, get_user, upsert_user
 
 COOKIE = "modq_session"
 ROLE_RANK = {"moderator": 0, "lead": 1, "admin": 2}
@@ -216,7 +216,7 @@ class Sessions:
         ok = _verify(row.password_hash if real and row is not None else _DUMMY, password)
         if not (real and ok) or row is None:
             return None
-        clear_attempts(self._engine, pair, now)
+        forgive_attempt(self._engine, pair, addr, now)
         return CurrentUser(row.name, row.role)
 
 

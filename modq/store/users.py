@@ -90,11 +90,18 @@ def count_attempts(
     return counts
 
 
-def clear_attempts(engine: Engine, key: str, now: datetime) -> None:
-    """Forget `key`'s count (a good password) and every count whose window has ended."""
+def forgive_attempt(engine: Engine, pair: str, address: str, now: datetime) -> None:
+    """A right password: forget the name's count at this address, take this attempt back
+    from the address's count (so a busy office's log-ins do not spend it; only failures
+    do), and drop every count whose window has ended."""
     t = login_attempts
     with unavailable("clearing log-in attempts"), engine.begin() as conn:
-        conn.execute(sa.delete(t).where(sa.or_(t.c.key == key, t.c.window_until <= now)))
+        conn.execute(sa.delete(t).where(sa.or_(t.c.key == pair, t.c.window_until <= now)))
+        conn.execute(
+            sa.update(t)
+            .where(t.c.key == address, t.c.attempts > 0)
+            .values(attempts=t.c.attempts - 1)
+        )
 
 
 def list_users(engine: Engine) -> list[tuple[str, str]]:
