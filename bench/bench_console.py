@@ -9,8 +9,9 @@ listings with two verdicts each (an older model's and the current one); a tenth 
 current verdicts are pending reviews spread over the four queues, another tenth were decided
 by moderators (reviews + final decisions). It then starts `modq console` in a subprocess and
 times, over HTTP with a logged-in session, the queue page, the home page (queue counts), a
-claim ("start reviewing"), a search by seller and the job view; finally 20 moderators claim
-concurrently (store calls from 20 threads) and every job must be distinct.
+claim ("start reviewing"), a search by seller, a search by reason code and the job view;
+then 20 moderators claim concurrently (store calls from 20 threads) and every job must be
+distinct; last, the store's search by reason with and without its trigram index.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from bench.bench_store import CATEGORIES, fresh_database
 from modq.console.auth import add_user
 from modq.settings import Settings, get_settings
 from modq.store.database import make_engine, migrate
+from modq.store.review_views import SearchQuery, search
 from modq.store.reviews import claim_next
 
 PASSWORD = "bench-password"
@@ -43,6 +45,8 @@ QUEUES = [
     ("unreadable", 10, "image_unreadable: photo 1: no such file"),
     ("duplicates", 40, "duplicate_photo: photo 0: duplicate.other_seller 0.98 >= review"),
 ]
+# The search's reason filter: the four codes the fill uses, and one no verdict has.
+REASONS = ["prohibited_item", "category_mismatch", "image_unreadable", "duplicate_photo", "nudity"]
 CATS = "ARRAY[" + ",".join(f"'{c}'" for c in CATEGORIES) + "]"
 
 
@@ -200,6 +204,30 @@ def concurrent_claims(url: str, moderators: int, each: int) -> tuple[int, int, f
     return len(got), len(set(got)), wall, times[round(0.95 * len(times)) - 1]
 
 
+def reason_filter_ab(url: str, runs: int = 20) -> None:
+    """The store's search by reason with and without its trigram index (dropped here: the
+    database is a throw-away one)."""
+    engine = make_engine(url)
+
+    def timings(label: str) -> None:
+        for code in ("prohibited_item", "nudity"):
+            times = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                search(engine, SearchQuery(reason=code))
+                times.append((time.perf_counter() - started) * 1000)
+            times.sort()
+            p95 = times[max(0, round(0.95 * runs) - 1)]
+            print(f"store search reason={code:16s} {label:14s} "
+                  f"p50 {statistics.median(times):6.1f} ms  p95 {p95:6.1f} ms")  # fmt: skip
+
+    timings("with index")
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_verdicts_reasons_trgm"))
+    timings("without index")
+    engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--listings", type=int, default=500_000, help="2 verdicts each")
@@ -213,7 +241,9 @@ def main() -> None:
         migrate(url)
         print(f"filling {url.rsplit('/', 1)[-1]}", flush=True)
         fill(url, args.listings, args.sellers)
-        settings = Settings(database_url=url, console_secret="bench", data_dir=Path("/tmp/mq"))
+        settings = Settings(
+            database_url=url, console_secret="bench-" + "s" * 32, data_dir=Path("/tmp/mq")
+        )
         add_user(make_engine(url), "bench", "lead", PASSWORD)
         proc = serve(settings, args.port)
         try:
@@ -232,6 +262,13 @@ def main() -> None:
                     lambda i: client.get(f"/search?seller_id=seller-{(i * 7919) % args.sellers}"),
                     n,
                 ),
+                "search by reason (4 present, 1 absent)": timed(
+                    lambda i: client.get("/search", params={"go": 1, "reason": REASONS[i % 5]}),
+                    n,
+                ),
+                "search by a reason no verdict has": timed(
+                    lambda i: client.get("/search", params={"go": 1, "reason": "nudity"}), n
+                ),
                 "job view (GET /jobs/ID)": timed(
                     lambda i: client.get(f"/jobs/L{(i * 10 * 97 + 10) % args.listings:08d}"), n
                 ),
@@ -247,6 +284,7 @@ def main() -> None:
         print(f"20 concurrent claimers: {total} claims, {distinct} distinct jobs, "
               f"{wall:.2f} s wall, claim p95 {p95:.1f} ms")  # fmt: skip
         assert total == distinct, "two moderators got the same job"
+        reason_filter_ab(url)
 
 
 if __name__ == "__main__":

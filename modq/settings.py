@@ -132,18 +132,24 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     # Moderator review console (`modq console`, docs/console.md). The secret signs session
-    # cookies; empty: a random one kept in `data_dir/console-secret` (created on first use).
+    # cookies (at least 32 bytes, else the console refuses to start); empty: a random one kept
+    # in `data_dir/console-secret` (created atomically on first use).
     console_host: str = "127.0.0.1"
     console_port: int = 8080
     console_secret: str = ""
     # Cookies only over HTTPS (set behind a TLS-terminating proxy).
     console_secure_cookies: bool = False
-    console_session_hours: float = 12.0
+    # A session ends this long after its login however busy (absolute), or after this long
+    # without a request (idle).
+    console_session_hours: float = Field(12.0, gt=0)
+    console_idle_minutes: float = Field(60.0, gt=0)
     # A claimed job returns to its queue when its lease runs out.
     review_lease_s: float = Field(600.0, gt=0)
-    # Lock-out: this many wrong passwords in a row lock the account for `login_lockout_s`.
+    # Lock-out: at most this many log-in attempts per name and client address in
+    # `login_lockout_s`, and `login_max_per_address` per address whatever the name.
     login_max_failures: int = Field(5, ge=1)
-    login_lockout_s: float = 900.0
+    login_lockout_s: float = Field(900.0, gt=0)
+    login_max_per_address: int = Field(30, ge=1)
 
     # Reliability (docs/reliability.md). Photos a batch has not loaded `batch_deadline_s` after
     # it started become per-photo errors, so a batch ends in bounded time; the visibility
@@ -157,7 +163,8 @@ class Settings(BaseSettings):
     intake_keep_days: float = Field(7.0, gt=0)
     # Prometheus metrics and /healthz on this port (`modq worker --metrics-port`); None = off.
     metrics_port: int | None = None
-    metrics_host: str = "0.0.0.0"
+    # Loopback by default: /metrics and /healthz have no authentication.
+    metrics_host: str = "127.0.0.1"
 
     @model_validator(mode="after")
     def _visibility_covers_batches(self) -> Settings:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from sqlalchemy.engine import Engine
@@ -47,14 +48,16 @@ def wait_until(check: object, timeout: float = 10.0, what: str = "condition") ->
 
 
 @contextmanager
-def live_console(datasets_dir: Path, tmp_path: Path) -> Iterator[LiveConsole]:
+def live_console(datasets_dir: Path, tmp_path: Path, **overrides: Any) -> Iterator[LiveConsole]:
+    """`overrides`: Settings fields (e.g. shorter sessions) on top of the test defaults."""
     url = create_database("modq_test_console")
     migrate(url)
     settings = Settings(
         database_url=url,
         data_dir=tmp_path / "data",
         image_roots=[str(datasets_dir)],
-        console_secret="test-secret-" + url[-12:],
+        console_secret="test-secret-" + url[-12:] + "-" + "s" * 24,
+        **overrides,
     )
     engine = make_engine(url)
     for name, role in USERS.items():

@@ -15,7 +15,7 @@ from modq.errors import ReviewError
 from modq.store.database import make_engine, migrate
 from modq.store.reviews import claim_next, decide, queue_counts, release
 from modq.store.schema import listing_decisions, review_jobs, reviews
-from modq.store.users import get_user, record_login, upsert_user
+from modq.store.users import count_attempts, forgive_attempt, get_user, upsert_user
 from tests.conftest import create_database, drop_database
 from tests.consolekit import review_listing
 
@@ -131,17 +131,27 @@ def test_concurrent_claimers_get_distinct_jobs(engine: Engine) -> None:
 
 def test_users_and_lockout_counter(engine: Engine) -> None:
     assert upsert_user(engine, "ann", "moderator", "h1")
+    first = get_user(engine, "ann")
+    assert first is not None
+    # A reset (password and role) moves the session generation on, ending old sessions.
     assert not upsert_user(engine, "ann", "lead", "h2")
+    user = get_user(engine, "ann")
+    assert user is not None and user.role == "lead" and user.session_gen == first.session_gen + 1
     with pytest.raises(ReviewError):
         upsert_user(engine, "bob", "king", "h")
-    until = datetime.now(UTC) + timedelta(minutes=15)
-    for _ in range(4):
-        record_login(engine, "ann", False, max_failures=5, lock_until=until)
-    user = get_user(engine, "ann")
-    assert user is not None and user.failed_logins == 4 and user.locked_until is None
-    record_login(engine, "ann", False, max_failures=5, lock_until=until)
-    user = get_user(engine, "ann")
-    assert user is not None and user.locked_until is not None and user.role == "lead"
+    now = datetime.now(UTC)
+    until = now + timedelta(minutes=15)
+    counts = [count_attempts(engine, ["k"], now, until)["k"] for _ in range(4)]
+    assert counts == [1, 2, 3, 4]
+    # A window that has ended starts again at 1; clearing forgets the key.
+    later = until + timedelta(seconds=1)
+    assert count_attempts(engine, ["k"], later, later + timedelta(minutes=15)) == {"k": 1}
+    # A right password forgets the pair's count and takes one attempt back from the address.
+    count_attempts(engine, ["a"], later, later + timedelta(minutes=15))
+    forgive_attempt(engine, "k", "a", later)
+    assert count_attempts(engine, ["k", "a"], later, later + timedelta(minutes=15)) == {
+        "a": 1, "k": 1
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])

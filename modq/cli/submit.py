@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import BinaryIO
 
 import click
 
@@ -31,9 +31,9 @@ def migrate(revision: str) -> None:
 
 
 @click.command()
-@click.argument("events_file", type=click.File("r"))
+@click.argument("events_file", type=click.File("rb"))
 @click.option("--backfill", is_flag=True, help="Publish on the backfill queue instead of new.")
-def submit(events_file: TextIO, backfill: bool) -> None:
+def submit(events_file: BinaryIO, backfill: bool) -> None:
     """Validate EVENTS_FILE (JSON lines, '-' for stdin) and publish the good events.
 
     Bad lines are reported with their line numbers and recorded in rejected_events; the exit

@@ -1,12 +1,13 @@
-"""Login and logout pages (both POSTs carry the session's CSRF token)."""
+"""Login and logout pages (both POSTs carry the session's CSRF token). Every refused log-in
+gets the same page, status and work, whatever the reason (`Sessions.login`)."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
 
+from modq.console.auth import LOGIN_REFUSED, client_address
 from modq.console.context import console_of, redirect
 from modq.store.reviews import release
 
@@ -38,13 +39,12 @@ def login(
 ) -> Response:
     console = console_of(request)
     console.sessions.check_csrf(request, csrf)
-    user, error = console.sessions.login(name.strip(), password)
+    user = console.sessions.login(name.strip(), password, client_address(request))
     if user is None:
-        context = {"next": _safe_next(next), "error": error, "name": name}
+        context = {"next": _safe_next(next), "error": LOGIN_REFUSED, "name": name[:200]}
         return console.render(request, "login.html", context, status=401)
     response = redirect(_safe_next(next))
-    # A new session (and CSRF token) at login: no session fixation.
-    console.sessions.write(response, {"user": user.name, "csrf": secrets.token_urlsafe(32)})
+    console.sessions.start(response, user)
     return response
 
 
@@ -55,6 +55,6 @@ def logout(request: Request, csrf: Annotated[str | None, Form()] = None) -> Resp
     user = console.sessions.user(request)
     if user is not None:
         release(console.engine, user.name)
-    response = redirect("/login", "logged out")
-    console.sessions.write(response, {"csrf": secrets.token_urlsafe(32)})
+    response = redirect("/login", "logged_out")
+    console.sessions.end(response, user)
     return response

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from modq.console.context import console_of, redirect
+from modq.console.context import console_of, job_url, redirect
 from modq.console.photos import listing_ref, photo_hash, photo_jpeg
 from modq.domain.review import (
     LEAD_QUEUES,
@@ -31,6 +31,14 @@ from modq.store.review_views import (
 from modq.store.reviews import claim_next, decide, move_job, queue_counts
 
 router = APIRouter()
+
+
+def _listing_id(listing_id: str) -> str:
+    """A listing id from the URL, or 404 for one no listing can have (PostgreSQL text cannot
+    hold NUL; ids are at most 128 characters)."""
+    if "\x00" in listing_id or len(listing_id) > 128:
+        raise HTTPException(404, "no such listing")
+    return listing_id
 
 
 def _queue_role(queue: str) -> str:
@@ -70,8 +78,8 @@ def _next_job(request: Request, user_name: str, queue: str) -> Response:
     console = console_of(request)
     claim = claim_next(console.engine, user_name, queue, console.settings.review_lease_s)
     if claim is None:
-        return redirect("/", f"{QUEUES[queue]}: nothing left to review")
-    return redirect(f"/jobs/{claim.listing_id}")
+        return redirect("/", "queue_empty", queue)
+    return redirect(job_url(claim.listing_id))
 
 
 @router.post("/queues/{queue}/start")
@@ -85,6 +93,7 @@ def start(request: Request, queue: str, csrf: Annotated[str | None, Form()] = No
 @router.get("/jobs/{listing_id}")
 def job_view(request: Request, listing_id: str) -> Response:
     console = console_of(request)
+    listing_id = _listing_id(listing_id)
     user = console.sessions.require_user(request)
     detail = listing_detail(console.engine, listing_id)
     if detail is None:
@@ -127,12 +136,17 @@ def decide_job(
     new_category: Annotated[str | None, Form()] = None,
 ) -> Response:
     console = console_of(request)
+    listing_id = _listing_id(listing_id)
     console.sessions.check_csrf(request, csrf)
     user = console.sessions.require_user(request)
     detail = listing_detail(console.engine, listing_id)
     queue = (detail or {}).get("queue") or "other"
-    if decision == "reject" and reason_code not in REJECT_REASONS:
+    if decision in ("reject", "escalate") and reason_code and reason_code not in REJECT_REASONS:
         raise HTTPException(400, "pick a reason code from the policy")
+    if decision == "reject" and not reason_code:
+        raise HTTPException(400, "pick a reason code from the policy")
+    if decision not in ("reject", "escalate"):
+        reason_code = None
     if decision == "recategorise" and console.labels and new_category not in console.labels:
         raise HTTPException(400, "pick a category the model knows")
     try:
@@ -144,10 +158,10 @@ def decide_job(
             reason_code=reason_code or None,
             new_category=new_category or None,
         )
-    except ReviewError as exc:
-        return redirect("/", str(exc))
+    except ReviewError:
+        return redirect("/", "not_decided")
     if queue in LEAD_QUEUES and not user.at_least("lead"):
-        return redirect("/", "escalated to a lead")
+        return redirect("/", "escalated")
     return _next_job(request, user.name, queue)
 
 
@@ -160,23 +174,28 @@ def move(
 ) -> Response:
     """Leads: move a pending job to another queue (this also ends anyone's lease on it)."""
     console = console_of(request)
+    listing_id = _listing_id(listing_id)
     console.sessions.check_csrf(request, csrf)
     console.sessions.require_user(request, "lead")
+    if queue not in QUEUES:
+        raise HTTPException(400, "no such queue")
     if not move_job(console.engine, listing_id, queue):
-        return redirect(f"/jobs/{listing_id}", "no pending review to move")
-    return redirect(f"/jobs/{listing_id}", f"moved to {QUEUES[queue]}")
+        return redirect(job_url(listing_id), "not_pending")
+    return redirect(job_url(listing_id), "moved", queue)
 
 
 @router.get("/listings/{listing_id}/photos/{index}")
 async def photo(request: Request, listing_id: str, index: int) -> Response:
     console = console_of(request)
+    listing_id = _listing_id(listing_id)
     console.sessions.require_user(request)
     detail = await run_in_threadpool(listing_detail, console.engine, listing_id)
     ref = listing_ref(detail, index)
     data = await run_in_threadpool(
         photo_jpeg, console.fetcher, ref, console.settings.max_image_pixels
     )
-    headers = {"Cache-Control": "private, max-age=300"}
+    # Never kept by the browser: a banned photo must not outlive the session in its cache.
+    headers = {"Cache-Control": "no-store"}
     return Response(data, media_type="image/jpeg", headers=headers)
 
 
@@ -189,6 +208,7 @@ def bank_photo(
     csrf: Annotated[str | None, Form()] = None,
 ) -> Response:
     console = console_of(request)
+    listing_id = _listing_id(listing_id)
     console.sessions.check_csrf(request, csrf)
     user = console.sessions.require_user(request, "lead")
     bank = bank.strip()
@@ -196,12 +216,12 @@ def bank_photo(
         raise HTTPException(400, "name the bank")
     ref = listing_ref(listing_detail(console.engine, listing_id), index)
     h = photo_hash(console.fetcher, ref, console.settings.max_image_pixels)
-    back = f"/jobs/{listing_id}"
+    back = job_url(listing_id)
     if h.quality < console.policy.banks.min_quality:
-        return redirect(back, f"photo {index}: PDQ quality {h.quality} too low to match")
+        return redirect(back, "bank_low_quality")
     source = f"console: listing {listing_id} photo {index} by {user.name}"
     added = add_to_bank(console.engine, bank, [BankEntry(h.bytes, h.quality, source)])
-    return redirect(back, f"photo {index} added to bank {bank}" if added else "already in bank")
+    return redirect(back, "bank_added" if added else "bank_known")
 
 
 @router.get("/policy")

@@ -13,6 +13,8 @@ from modq.store.review_views import SearchQuery, search
 
 router = APIRouter()
 FIELDS = ("listing_id", "seller_id", "category", "decision", "final", "reason", "since", "until")
+# Deeper pages are refused rather than turned into an OFFSET PostgreSQL cannot hold.
+MAX_PAGE = 10_000
 
 
 def _date(text: str, *, end: bool = False) -> datetime | None:
@@ -21,10 +23,10 @@ def _date(text: str, *, end: bool = False) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise HTTPException(400, f"not a date: {text!r} (use YYYY-MM-DD)") from exc
-    if end and len(text) == 10:
-        value += timedelta(days=1)
+        if end and len(text) == 10:
+            value += timedelta(days=1)
+    except (ValueError, OverflowError) as exc:  # 9999-12-31 + 1 day overflows
+        raise HTTPException(400, "not a date (use YYYY-MM-DD)") from exc
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -32,11 +34,17 @@ def _date(text: str, *, end: bool = False) -> datetime | None:
 def search_page(request: Request) -> Response:
     console = console_of(request)
     user = console.sessions.require_user(request)
-    params = {name: request.query_params.get(name, "").strip() for name in FIELDS}
+    # PostgreSQL text cannot hold NUL: dropped, not a 500.
+    params = {
+        name: request.query_params.get(name, "").replace("\x00", "").strip()[:200]
+        for name in FIELDS
+    }
     try:
-        page = max(1, int(request.query_params.get("page", "1")))
+        page = max(1, int(request.query_params.get("page", "1")[:12]))
     except ValueError:
         page = 1
+    if page > MAX_PAGE:
+        raise HTTPException(400, f"at most {MAX_PAGE} pages: narrow the search")
     rows: list[dict[str, object]] = []
     more = False
     if any(params.values()) or "go" in request.query_params:

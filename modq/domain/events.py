@@ -3,11 +3,18 @@
 An event carries ids and photo references only, never image bytes. `parse_event` is used
 both by `modq submit` (before publishing) and by the worker (on receipt), so both reject
 the same things with the same reasons.
+
+Ids (`listing_id`, `seller_id`) use a safe character set, `ID_PATTERN`: ASCII letters and
+digits, then also `.`, `_`, `:` and `-`, at most 128 characters. They appear in URL paths,
+logs and SQL keys, so `/ ? # %`, spaces, control characters and `..` never reach them. No
+text of an event may hold NUL or a lone UTF-16 surrogate (PostgreSQL cannot store either),
+and `listing_version` fits the database's 32-bit column.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +28,28 @@ MAX_IMAGES = 10
 # Longest image reference accepted: URLs in the wild stay far below (browsers and CDNs cap
 # near 2,000-8,000 characters); anything longer is refused at parse time, not fetched.
 MAX_REF_CHARS = 2048
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+MAX_VERSION = 2**31 - 1
+
+
+def id_problem(value: str) -> str | None:
+    """Why `value` is not a valid listing or seller id, or None."""
+    if ID_PATTERN.fullmatch(value):
+        return None
+    return (
+        "ids are 1-128 characters: ASCII letters and digits first, then also . _ : -"
+        f" (got {len(value)} characters)"
+    )
+
+
+def _unstorable(value: str) -> str | None:
+    if "\x00" in value:
+        return "holds a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone UTF-16 surrogate (not valid Unicode text)"
+    return None
 
 
 class ListingEvent(BaseModel):
@@ -35,7 +64,21 @@ class ListingEvent(BaseModel):
     title: str | None = Field(default=None, max_length=1000)
     seller_id: str | None = Field(default=None, max_length=128)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    listing_version: int = Field(default=1, ge=1)
+    listing_version: int = Field(default=1, ge=1, le=MAX_VERSION)
+
+    @field_validator("listing_id", "seller_id")
+    @classmethod
+    def _safe_id(cls, value: str | None) -> str | None:
+        if value is not None and (problem := id_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("title", "declared_category")
+    @classmethod
+    def _storable_text(cls, value: str | None) -> str | None:
+        if value is not None and (problem := _unstorable(value)):
+            raise ValueError(problem)
+        return value
 
     @field_validator("schema_version")
     @classmethod
@@ -51,6 +94,9 @@ class ListingEvent(BaseModel):
     def _non_empty_refs(cls, value: list[str]) -> list[str]:
         if any(not ref.strip() for ref in value):
             raise ValueError("image references must be non-empty strings")
+        for ref in value:
+            if problem := _unstorable(ref):
+                raise ValueError(f"an image reference {problem}")
         if problem := _overlong_ref(value):
             raise ValueError(problem)
         return value
@@ -88,6 +134,8 @@ def parse_event(raw: str | bytes | dict[str, Any], categories: Collection[str]) 
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise EventError(f"not JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise EventError("not JSON this worker reads: nested too deeply") from exc
     else:
         data = raw
     if not isinstance(data, dict):

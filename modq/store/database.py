@@ -71,8 +71,16 @@ def json_dumps(obj: Any) -> str:
 
 
 def clean_text(value: str | None) -> str | None:
-    """PostgreSQL text cannot hold NUL: replace it rather than fail the whole batch."""
-    return None if value is None else value.replace("\x00", "\ufffd")
+    """PostgreSQL text cannot hold NUL or a lone surrogate: replace them rather than fail the
+    whole batch (a rejection must be recordable whatever the rejected event held)."""
+    if value is None:
+        return None
+    value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", errors="replace").decode("utf-8")
+    return value
 
 
 def _sqlite_file(url: str) -> Path | None:

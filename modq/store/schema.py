@@ -90,6 +90,15 @@ verdicts = sa.Table(
     sa.Index(None, "declared_category", "created_at"),
     sa.Index(None, "listing_id", "created_at"),
 )
+# The search's reason filter (`reasons::text LIKE '%"code:%'`): a trigram index, PostgreSQL
+# only (migration 0008_console_sessions creates pg_trgm); SQLite scans.
+sa.Index(
+    "ix_verdicts_reasons_trgm",
+    sa.cast(verdicts.c.reasons, sa.Text).label("reasons_text"),
+    postgresql_using="gin",
+    postgresql_ops={"reasons_text": "gin_trgm_ops"},
+    _table=verdicts,
+).ddl_if(dialect="postgresql")
 
 rejected_events = sa.Table(
     "rejected_events",
@@ -169,14 +178,14 @@ photo_hashes = sa.Table(
     sa.Column("quality", sa.Integer, nullable=False),
     sa.Column("seen_at", Timestamp, nullable=False, server_default=sa.func.now()),
     # Position in `index_counters` 'photo_hashes' order, set on every insert and update
-    # (migration 0010_hash_watermarks): the per-host index loads the rows above its watermark.
+    # (migration 0009_hash_watermarks): the per-host index loads the rows above its watermark.
     sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
     # The worker's first load reads the recent window by seen_at; refreshes read by seq.
     sa.Index(None, "seen_at"),
     sa.Index(None, "seq"),
 )
 
-# Counters the per-host indexes poll (migration 0010_hash_watermarks): 'photo_hashes' is the
+# Counters the per-host indexes poll (migration 0009_hash_watermarks): 'photo_hashes' is the
 # last seq handed to a photo_hashes row, 'banks' moves with every bank edit. A writer updates
 # its counter row in its own transaction, so the row lock orders the writers: no row with a
 # lower seq can commit after one with a higher seq (docs/scaling.md).
@@ -199,10 +208,22 @@ users = sa.Table(
     sa.Column("name", sa.Text, nullable=False, unique=True),
     sa.Column("role", sa.Text, nullable=False),
     sa.Column("password_hash", sa.Text, nullable=False),  # argon2id, PHC string
-    sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("locked_until", Timestamp),
     sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    # Sessions carry the generation they were issued under; bumping it (logout, password
+    # reset, role change) ends them all (migration 0008_console_sessions).
+    sa.Column("session_gen", sa.Integer, nullable=False, server_default="0"),
     sa.CheckConstraint(_in("role", ROLES), name="role"),
+)
+
+# Failed-login counters, one row per key ("name:<name>@<address>" or "addr:<address>"),
+# counted before the password is checked; a row is void once `window_until` has passed.
+login_attempts = sa.Table(
+    "login_attempts",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("window_until", Timestamp, nullable=False),
+    sa.Index(None, "window_until"),
 )
 
 # One row per listing that a `review` verdict sent to a moderator. `claimed_by` and

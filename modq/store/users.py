@@ -1,11 +1,13 @@
-"""Console accounts in SQL: create, look up, and count failed logins for the lock-out.
+"""Console accounts in SQL: create, look up, end every session of a user, and count log-in
+attempts for the lock-out.
 
 Passwords arrive here already hashed (argon2, in `modq.console.auth`); this module only
-stores and reads rows of `users`.
+stores and reads rows of `users` and `login_attempts`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,8 +16,8 @@ from sqlalchemy.engine import Engine
 
 from modq.domain.review import ROLES
 from modq.errors import ReviewError
-from modq.store.database import as_utc, unavailable
-from modq.store.schema import users
+from modq.store.database import dialect_insert, unavailable
+from modq.store.schema import login_attempts, users
 
 
 @dataclass(frozen=True)
@@ -23,19 +25,19 @@ class User:
     name: str
     role: str
     password_hash: str
-    failed_logins: int
-    locked_until: datetime | None
+    session_gen: int
 
 
 def upsert_user(engine: Engine, name: str, role: str, password_hash: str) -> bool:
-    """Create `name` or reset its role and password (and lock-out); True when created."""
+    """Create `name` or reset its role and password; True when created. A reset ends every
+    session the user holds (the session generation moves on)."""
     if role not in ROLES:
         raise ReviewError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     with unavailable(f"saving user {name}"), engine.begin() as conn:
         updated = conn.execute(
             sa.update(users)
             .where(users.c.name == name)
-            .values(role=role, password_hash=password_hash, failed_logins=0, locked_until=None)
+            .values(role=role, password_hash=password_hash, session_gen=users.c.session_gen + 1)
         ).rowcount
         if updated:
             return False
@@ -45,35 +47,60 @@ def upsert_user(engine: Engine, name: str, role: str, password_hash: str) -> boo
 
 def get_user(engine: Engine, name: str) -> User | None:
     c = users.c
-    query = sa.select(c.name, c.role, c.password_hash, c.failed_logins, c.locked_until)
+    query = sa.select(c.name, c.role, c.password_hash, c.session_gen)
     with unavailable("reading a user"), engine.connect() as conn:
         row = conn.execute(query.where(c.name == name)).first()
     if row is None:
         return None
-    locked = as_utc(row.locked_until) if row.locked_until is not None else None
-    return User(row.name, row.role, row.password_hash, int(row.failed_logins), locked)
+    return User(row.name, row.role, row.password_hash, int(row.session_gen))
 
 
-def record_login(
-    engine: Engine, name: str, ok: bool, *, max_failures: int, lock_until: datetime
-) -> None:
-    """Reset the failure count after a good password; count a bad one and lock the account
-    until `lock_until` once it reaches `max_failures` (the count then restarts)."""
-    c = users.c
-    with unavailable("recording a login"), engine.begin() as conn:
-        if ok:
-            conn.execute(
-                sa.update(users).where(c.name == name).values(failed_logins=0, locked_until=None)
-            )
-            return
-        failures = c.failed_logins + 1
+def end_sessions(engine: Engine, name: str) -> None:
+    """Invalidate every session of `name` (logout: on every device at once)."""
+    with unavailable(f"ending the sessions of {name}"), engine.begin() as conn:
         conn.execute(
-            sa.update(users)
-            .where(c.name == name)
-            .values(
-                failed_logins=sa.case((failures >= max_failures, 0), else_=failures),
-                locked_until=sa.case((failures >= max_failures, lock_until), else_=c.locked_until),
-            )
+            sa.update(users).where(users.c.name == name).values(session_gen=users.c.session_gen + 1)
+        )
+
+
+def count_attempts(
+    engine: Engine, keys: Sequence[str], now: datetime, window_until: datetime
+) -> dict[str, int]:
+    """Count one log-in attempt under each key and return the counts, including this one.
+
+    One upsert per key, so concurrent attempts are serialised by the row lock and each sees a
+    distinct count: no burst of parallel guesses can pass under the limit. A row whose window
+    has ended starts again at 1 with a new window. Keys are taken in sorted order so two
+    attempts never wait on each other's rows in opposite orders.
+    """
+    t = login_attempts
+    counts: dict[str, int] = {}
+    with unavailable("counting a log-in attempt"), engine.begin() as conn:
+        for key in sorted(set(keys)):
+            ins = dialect_insert(conn, t).values(key=key, attempts=1, window_until=window_until)
+            expired = t.c.window_until <= now
+            stmt = ins.on_conflict_do_update(
+                index_elements=[t.c.key],
+                set_={
+                    "attempts": sa.case((expired, 1), else_=t.c.attempts + 1),
+                    "window_until": sa.case((expired, window_until), else_=t.c.window_until),
+                },
+            ).returning(t.c.attempts)
+            counts[key] = int(conn.execute(stmt).scalar_one())
+    return counts
+
+
+def forgive_attempt(engine: Engine, pair: str, address: str, now: datetime) -> None:
+    """A right password: forget the name's count at this address, take this attempt back
+    from the address's count (so a busy office's log-ins do not spend it; only failures
+    do), and drop every count whose window has ended."""
+    t = login_attempts
+    with unavailable("clearing log-in attempts"), engine.begin() as conn:
+        conn.execute(sa.delete(t).where(sa.or_(t.c.key == pair, t.c.window_until <= now)))
+        conn.execute(
+            sa.update(t)
+            .where(t.c.key == address, t.c.attempts > 0)
+            .values(attempts=t.c.attempts - 1)
         )
 
 

@@ -1,9 +1,12 @@
 """The worker's HTTP endpoint (`modq worker --metrics-port N`): `/metrics` for Prometheus and
 `/healthz`, which checks that the broker and the database answer now.
 
-`/healthz` answers 200 with `{"broker": "ok", "database": "ok"}`, or 503 naming what failed;
-each check is bounded (Redis socket timeout, PostgreSQL connect timeout), so a probe never
-hangs. Served on a daemon thread of the worker process, beside Celery.
+`/healthz` answers 200 with `{"broker": "ok", "database": "ok"}`, or 503 naming what failed
+("unavailable"), never how it is reached: host, port, role and the driver's message go to the
+worker's log, not to whoever can reach the port. Each check is bounded (Redis socket timeout,
+PostgreSQL connect timeout), so a probe never hangs. Served on a daemon thread of the worker
+process, beside Celery; on 127.0.0.1 unless `MODQ_METRICS_HOST` says otherwise, since neither
+path asks for credentials.
 """
 
 from __future__ import annotations
@@ -39,11 +42,13 @@ class HealthServer(ThreadingHTTPServer):
         try:
             broker_ping(self.settings)
         except ModqError as exc:
-            result["broker"] = str(exc)
+            log.warning("/healthz: %s", exc)
+            result["broker"] = "unavailable"
         try:
             ping(self.engine)
         except ModqError as exc:
-            result["database"] = str(exc)
+            log.warning("/healthz: %s", exc)
+            result["database"] = "unavailable"
         return result
 
 
@@ -72,7 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
         return  # scrapes every few seconds: not worth a log line each
 
 
-def serve(settings: Settings, port: int, host: str = "0.0.0.0") -> HealthServer:
+def serve(settings: Settings, port: int, host: str = "127.0.0.1") -> HealthServer:
     """Start serving /metrics and /healthz on `host:port` (port 0: any free port)."""
     server = HealthServer((host, port), settings)
     REGISTRY.register(QueueCollector(settings, lambda: open_count(server.engine)))

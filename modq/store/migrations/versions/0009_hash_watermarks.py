@@ -1,6 +1,6 @@
 """Watermarks for the per-host hash indexes: `photo_hashes.seq` and `index_counters`.
 
-Revision ID: 0010_hash_watermarks
+Revision ID: 0009_hash_watermarks
 Revises: 0007_intake
 Create Date: 2026-12-07
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010_hash_watermarks"
-down_revision: str | Sequence[str] | None = "0007_intake"
+revision: str = "0009_hash_watermarks"
+down_revision: str | Sequence[str] | None = "0008_console_sessions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
