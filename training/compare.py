@@ -41,6 +41,7 @@ from training.gate_scores import LISTINGS, PROHIBITED, Photos, Scores, labelled_
 from training.gate_stats import Bootstrap, Paired, flips
 
 BENIGN = "benign"
+MISMATCH = ("category_mismatch", "category_near_miss")
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,9 @@ def _listing_flags(
                 rows.append(s.probs[i])
             else:
                 results.append(PhotoResult(index=pos, ref=refs[pos], error_code="x", error="x"))
-        if not rows:
-            continue
-        d = policy.decide(event, results, np.stack(rows), s.labels)
-        cat_flag[j] = any(r.startswith(("category_mismatch", "category_near_miss"))
-                          for r in d.reasons)  # fmt: skip
+        probs = np.stack(rows) if rows else np.zeros((0, len(s.labels)), np.float32)
+        d = policy.decide(event, results, probs, s.labels)
+        cat_flag[j] = any(r.startswith(MISMATCH) for r in d.reasons)
         any_flag[j] = d.decision != "approve"
     return cat_flag, any_flag
 
