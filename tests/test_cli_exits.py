@@ -103,7 +103,7 @@ def test_migrate_reports_the_revision_it_reached(tmp_path: Path, empty_db: str) 
     one_clean_line(
         modq("migrate", "--revision", "0099_nope", cwd=tmp_path, MODQ_DATABASE_URL=empty_db),
         2,
-        "unknown revision '0099_nope'; known: 0001_initial_schema",
+        "cannot resolve revision '0099_nope' (Can't locate revision",
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -61,9 +62,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     dist, venv, home, elsewhere = (root / n for n in ("dist", "venv", "home", "elsewhere"))
     home.mkdir()
     elsewhere.mkdir()
+    # Built from a copy of what the image's build context holds, so a developer's stale
+    # build/ folder (setuptools reuses it) can never put old files into the wheel.
+    source = root / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for package in ("modq", "training"):
+        shutil.copytree(REPO_ROOT / package, source / package, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(dist), str(REPO_ROOT)],
+         "-w", str(dist), str(source)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
@@ -72,7 +81,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     start = time.monotonic()
     done = subprocess.run(
         ["sh", str(REPO_ROOT / "deploy" / "install-runtime.sh"), str(wheel)],
-        env={**os.environ, "PYTHON": str(venv / "bin" / "python")},
+        # No PYTHONPATH: the fresh venv must see its own install, not a checkout.
+        env={**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+             "PYTHON": str(venv / "bin" / "python")},
         cwd=elsewhere, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -30,7 +30,13 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 import onnxruntime as ort
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from tqdm import tqdm
 
@@ -62,27 +68,53 @@ from training.transforms import eval_array
 FP32_OPS = ("ReduceMean", "ReduceMax", "Concat", "Slice", "Gemm", "Softmax", "Reshape", "Flatten")
 
 
-class _Reader(CalibrationDataReader):  # type: ignore[misc]
-    def __init__(self, photos: list[Path], spec: PreprocessSpec, input_name: str) -> None:
-        self._batches = self._iter(photos, spec, input_name)
+METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "percentile": CalibrationMethod.Percentile,
+    "entropy": CalibrationMethod.Entropy,
+}
+BATCH = 16
+# Batches per calibrator pass: histogram calibrators keep every activation of a pass in
+# memory, so ranges are collected over windows of STRIDE batches and merged.
+STRIDE = 2
 
-    @staticmethod
-    def _iter(
-        photos: list[Path], spec: PreprocessSpec, input_name: str, batch: int = 16
-    ) -> Iterator[dict[str, npt.NDArray[np.float32]]]:
-        with tqdm(total=len(photos), desc="int8 calibration", unit="photo") as bar:
-            for start in range(0, len(photos), batch):
-                arrays = [eval_array(p, spec) for p in photos[start : start + batch]]
-                bar.update(len(arrays))
-                yield {input_name: np.stack(arrays)}
+
+class _Reader(CalibrationDataReader):  # type: ignore[misc]
+    """Batches of BATCH prepared photos; `set_range` (in batches) windows them for
+    quantize_static's strided collection."""
+
+    def __init__(self, photos: list[Path], spec: PreprocessSpec, input_name: str) -> None:
+        self._photos, self._spec, self._input = photos, spec, input_name
+        self._bar = tqdm(total=len(photos), desc="int8 calibration", unit="photo")
+        self._batches = self._iter(0, len(self))
+
+    def __len__(self) -> int:
+        return -(-len(self._photos) // BATCH)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._batches = self._iter(start_index, end_index)
+
+    def _iter(self, start: int, end: int) -> Iterator[dict[str, npt.NDArray[np.float32]]]:
+        for b in range(start, min(end, len(self))):
+            chunk = self._photos[b * BATCH : (b + 1) * BATCH]
+            arrays = [eval_array(p, self._spec) for p in chunk]
+            self._bar.update(len(arrays))
+            yield {self._input: np.stack(arrays)}
 
     def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
         return next(self._batches, None)
 
 
-def quantize_trunk(model: Path, out: Path, photos: list[Path]) -> ModelContract:
+def quantize_trunk(
+    model: Path,
+    out: Path,
+    photos: list[Path],
+    method: str = "minmax",
+    keep_fp32: tuple[str, ...] = (),
+) -> ModelContract:
     """Write the int8 copy of `model` (trunk quantised, heads fp32) to `out`, calibrated on
-    `photos`, with the contract's model version suffixed `-int8`; return that contract."""
+    `photos` with `method` (METHODS), with the contract's model version suffixed `-int8`;
+    return that contract. Nodes whose name contains one of `keep_fp32` stay fp32 too."""
     source = onnx.load(str(model))
     contract = ModelContract.from_metadata(
         {p.key: p.value for p in source.metadata_props}, str(model)
@@ -91,15 +123,23 @@ def quantize_trunk(model: Path, out: Path, photos: list[Path]) -> ModelContract:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(model), str(prepared))
         graph = onnx.load(str(prepared)).graph
+        reader = _Reader(photos, contract.preprocess, contract.input_name)
+        stride = STRIDE if len(reader) % STRIDE == 0 else 1
         quantize_static(
             str(prepared),
             str(out),
-            _Reader(photos, contract.preprocess, contract.input_name),
+            reader,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            nodes_to_exclude=[n.name for n in graph.node if n.op_type in FP32_OPS],
+            nodes_to_exclude=[
+                n.name
+                for n in graph.node
+                if n.op_type in FP32_OPS or any(k in n.name for k in keep_fp32)
+            ],
+            calibrate_method=METHODS[method],
+            extra_options={"CalibStridedMinMax": stride},
         )
     quantized = onnx.load(str(out))
     int8 = contract.model_copy(update={"model_version": f"{contract.model_version}-int8"})
@@ -108,9 +148,15 @@ def quantize_trunk(model: Path, out: Path, photos: list[Path]) -> ModelContract:
     return int8
 
 
-def quantize_classifier(model: Path, out: Path, photos: list[Path]) -> dict[str, object]:
+def quantize_classifier(
+    model: Path,
+    out: Path,
+    photos: list[Path],
+    method: str = "minmax",
+    keep_fp32: tuple[str, ...] = (),
+) -> dict[str, object]:
     """Write the int8 copy of `model` to `out` and its provenance to `<out>.json`."""
-    int8 = quantize_trunk(model, out, photos)
+    int8 = quantize_trunk(model, out, photos, method, keep_fp32)
     contract_version = int8.model_version.removesuffix("-int8")
     # Dataset-relative paths (<dataset>/train/<label>/<file>): the same digest on any machine.
     names = ["/".join(p.parts[-4:]) for p in photos]
@@ -123,13 +169,14 @@ def quantize_classifier(model: Path, out: Path, photos: list[Path]) -> dict[str,
             "datasets": ["listings-v1/train", "prohibited-v2/train"],
             "photos": len(photos),
             "photo_paths_sha256": digest,
-            "method": "MinMax",
+            "method": method,
         },
         "settings": "QDQ, per-channel, activations QUInt8, weights QInt8, "
-        f"fp32: {', '.join(FP32_OPS)}",
+        f"fp32: {', '.join(FP32_OPS)}" + "".join(f", nodes named *{k}*" for k in keep_fp32),
         "onnxruntime": ort.__version__,
         "command": "python -m training.classifier_int8 "
-        f"--model {_shown(model)} --photos {len(photos)}",
+        f"--model {_shown(model)} --photos {len(photos)} --method {method}"
+        + "".join(f" --keep-fp32 {k}" for k in keep_fp32),
     }
     Path(f"{out}.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return provenance
@@ -192,6 +239,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--photos", type=int, default=256, help="calibration photos in all")
+    parser.add_argument("--method", choices=sorted(METHODS), default="minmax")
+    parser.add_argument(
+        "--keep-fp32",
+        action="append",
+        default=[],
+        help="leave nodes whose name contains this fp32 as well (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default: beside --model")
     parser.add_argument(
         "--thresholds",
         action="store_true",
@@ -213,8 +268,9 @@ def main() -> None:
     prohibited = args.photos // 4
     photos = calibration_photos(datasets / "listings-v1" / "train", args.photos - prohibited)
     photos += calibration_photos(datasets / "prohibited-v2" / "train", prohibited)
-    out = int8_copy_of(args.model)
-    print(json.dumps(quantize_classifier(args.model, out, photos), indent=2))
+    out = args.out or int8_copy_of(args.model)
+    made = quantize_classifier(args.model, out, photos, args.method, tuple(args.keep_fp32))
+    print(json.dumps(made, indent=2))
 
 
 if __name__ == "__main__":

@@ -359,6 +359,75 @@ def all_cmd(
     click.echo(f"all done in {time.perf_counter() - started:.0f} s")
 
 
+@main.command("compare")
+@click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--against",
+    "shipped",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The model file that ships now (the int8 copy if that is what workers serve).",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["val", "train+val"]),
+    default="val",
+    show_default=True,
+    help="train+val only for a change that is not trained (quantisation, resize, decode).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("runs/compare"),
+    show_default=True,
+    help="Folder for compare.md and compare.json.",
+)
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    default=Path("runs/compare-cache"),
+    show_default=True,
+    help="Per-model score cache (keyed by the file's sha256 and the photo list).",
+)
+@click.option("--listings", default=3000, show_default=True, help="Simulated listings.")
+@click.option("--share", default=0.15, show_default=True, help="Share of listings mis-declared.")
+@click.option("--resamples", default=1000, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--decode-threads", default=2, show_default=True, help="Photo-loading threads.")
+@_refusals
+def compare_cmd(
+    candidate: Path,
+    shipped: Path,
+    split: str,
+    out: Path,
+    cache: Path,
+    listings: int,
+    share: float,
+    resamples: int,
+    seed: int,
+    decode_threads: int,
+) -> None:
+    """Ship gate: refuse CANDIDATE if it is worse than --against beyond the 95% interval."""
+    from modq.settings import get_settings
+    from training.compare import compare
+
+    settings = get_settings().model_copy(update={"decode_threads": decode_threads})
+    report = compare(
+        candidate,
+        shipped,
+        settings,
+        split=split,
+        out=out,
+        cache=cache,
+        listings=listings,
+        share=share,
+        seed=seed,
+        resamples=resamples,
+    )
+    click.echo((out / "compare.md").read_text())
+    click.echo(f"passed: {report['candidate']['version']} may ship ({out}/compare.md)")
+
+
 # The prohibited-items head (another engineer's module) registers here when it is present.
 if importlib.util.find_spec("training.prohibited") is not None:
     from training.prohibited import add_prohibited_head

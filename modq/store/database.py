@@ -211,7 +211,9 @@ def _check_revision(cfg: Config, revision: str) -> None:
     try:
         found = script.get_revision(revision)
     except AlembicError as exc:
-        raise UsageError(f"unknown revision {revision!r}; known: {', '.join(revisions())}") from exc
+        raise UsageError(
+            f"cannot resolve revision {revision!r} ({exc}); known: {', '.join(revisions())}"
+        ) from exc
     if found is None and revision not in ("base", "heads"):
         raise UsageError(f"unknown revision {revision!r}; known: {', '.join(revisions())}")
 
