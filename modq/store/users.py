@@ -7,17 +7,20 @@ stores and reads rows of `users` and `login_attempts`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from modq.domain.review import ROLES
-from modq.errors import ReviewError
+from modq.errors import ReviewError, StoreUnavailable
 from modq.store.database import dialect_insert, unavailable
 from modq.store.schema import login_attempts, users
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,37 +74,70 @@ def count_attempts(
     One upsert per key, so concurrent attempts are serialised by the row lock and each sees a
     distinct count: no burst of parallel guesses can pass under the limit. A row whose window
     has ended starts again at 1 with a new window. Keys are taken in sorted order so two
-    attempts never wait on each other's rows in opposite orders.
+    attempts never wait on each other's rows in opposite orders; a deadlock PostgreSQL still
+    reports (two first inserts of a key racing) rolls the transaction back, so it is retried.
     """
     t = login_attempts
-    counts: dict[str, int] = {}
-    with unavailable("counting a log-in attempt"), engine.begin() as conn:
-        for key in sorted(set(keys)):
-            ins = dialect_insert(conn, t).values(key=key, attempts=1, window_until=window_until)
-            expired = t.c.window_until <= now
-            stmt = ins.on_conflict_do_update(
-                index_elements=[t.c.key],
-                set_={
-                    "attempts": sa.case((expired, 1), else_=t.c.attempts + 1),
-                    "window_until": sa.case((expired, window_until), else_=t.c.window_until),
-                },
-            ).returning(t.c.attempts)
-            counts[key] = int(conn.execute(stmt).scalar_one())
-    return counts
+
+    def once() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with unavailable("counting a log-in attempt"), engine.begin() as conn:
+            for key in sorted(set(keys)):
+                ins = dialect_insert(conn, t).values(key=key, attempts=1, window_until=window_until)
+                expired = t.c.window_until <= now
+                stmt = ins.on_conflict_do_update(
+                    index_elements=[t.c.key],
+                    set_={
+                        "attempts": sa.case((expired, 1), else_=t.c.attempts + 1),
+                        "window_until": sa.case((expired, window_until), else_=t.c.window_until),
+                    },
+                ).returning(t.c.attempts)
+                counts[key] = int(conn.execute(stmt).scalar_one())
+        return counts
+
+    return _retried(once)
 
 
 def forgive_attempt(engine: Engine, pair: str, address: str, now: datetime) -> None:
     """A right password: forget the name's count at this address, take this attempt back
     from the address's count (so a busy office's log-ins do not spend it; only failures
-    do), and drop every count whose window has ended."""
+    do), and drop every count whose window has ended.
+
+    The two keys are touched in the same sorted order `count_attempts` uses; expired rows go
+    in a transaction of their own that skips rows another attempt holds, so a log-in never
+    waits on, or deadlocks with, the attempts running beside it."""
     t = login_attempts
-    with unavailable("clearing log-in attempts"), engine.begin() as conn:
-        conn.execute(sa.delete(t).where(sa.or_(t.c.key == pair, t.c.window_until <= now)))
-        conn.execute(
-            sa.update(t)
-            .where(t.c.key == address, t.c.attempts > 0)
-            .values(attempts=t.c.attempts - 1)
-        )
+
+    def once() -> None:
+        with unavailable("clearing log-in attempts"), engine.begin() as conn:
+            for key in sorted({pair, address}):
+                if key == pair:
+                    conn.execute(sa.delete(t).where(t.c.key == pair))
+                else:
+                    conn.execute(
+                        sa.update(t)
+                        .where(t.c.key == address, t.c.attempts > 0)
+                        .values(attempts=t.c.attempts - 1)
+                    )
+        with unavailable("clearing expired log-in attempts"), engine.begin() as conn:
+            expired = sa.select(t.c.key).where(t.c.window_until <= now)
+            if conn.dialect.name == "postgresql":
+                expired = expired.with_for_update(skip_locked=True)
+            conn.execute(sa.delete(t).where(t.c.key.in_(expired.scalar_subquery())))
+
+    _retried(once)
+
+
+def _retried(work: Callable[[], T], attempts: int = 3) -> T:
+    """`work` again after a transient failure (a deadlock rolled back), at most `attempts`
+    times: every transaction here is all-or-nothing, so a retry never counts twice."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except StoreUnavailable:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def list_users(engine: Engine) -> list[tuple[str, str]]:
