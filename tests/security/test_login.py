@@ -86,9 +86,13 @@ def test_the_right_password_among_parallel_guesses_is_checked_at_most_in_budget(
     live: LiveConsole, verified: list[str]
 ) -> None:
     statuses = _parallel_attempts(live, 30, right_at=29)
-    assert verified.count("real") <= live.settings.login_max_failures
-    # It logs in only if its attempt was counted within the budget (then it clears it).
-    assert statuses.count(303) <= 1 and statuses.count(401) >= 29
+    limit = live.settings.login_max_failures
+    # It logs in only if its attempt was counted within the budget. A log-in clears the name's
+    # count (as it must for a user who mistyped), so the guesses counted after it get a budget
+    # of their own: at most two budgets' worth of checks, never the 29 of the issue.
+    assert statuses.count(303) <= 1 and statuses.count(401) >= 29, statuses
+    budgets = 2 if 303 in statuses else 1
+    assert verified.count("real") <= budgets * limit
 
 
 def test_a_stranger_cannot_lock_a_moderator_out(live: LiveConsole) -> None:
