@@ -76,6 +76,33 @@ _prefetch: Any = intrinsic(_prefetch_impl)
 _cg: Any = cgutils
 
 
+@njit(cache=True, inline="always")
+def _distance_once(
+    q_u64: npt.NDArray[np.uint64],
+    q_u8: U8,
+    db_u64: npt.NDArray[np.uint64],
+    db_u8: U8,
+    i: int,
+    j: int,
+    c: int,
+    radius: int,
+    max_distance: int,
+) -> int:
+    """The distance of query i to row j, found through chunk c; -1 when it is over
+    `max_distance`, or when an earlier chunk also finds the pair (each pair reported once)."""
+    d = np.uint64(0)
+    for x in range(4):
+        d += _popcount(q_u64[i, x] ^ db_u64[j, x])
+    if d > max_distance:
+        return -1
+    for c2 in range(c):
+        x1 = np.uint64(q_u8[i, 2 * c2] ^ db_u8[j, 2 * c2])
+        x2 = np.uint64(q_u8[i, 2 * c2 + 1] ^ db_u8[j, 2 * c2 + 1])
+        if _popcount(x1) + _popcount(x2) <= radius:
+            return -1
+    return int(d)
+
+
 @njit(cache=True)
 def _confirm(
     i: int,
@@ -104,20 +131,8 @@ def _confirm(
         if _popcount(qa ^ inline[2 * p]) + _popcount(qb ^ inline[2 * p + 1]) > max_distance:
             continue
         j = ids[p]
-        d = np.uint64(0)
-        for x in range(4):
-            d += _popcount(q_u64[i, x] ^ db_u64[j, x])
-        if d > max_distance:
-            continue
-        # Report each pair once: skip it if an earlier chunk also finds it.
-        seen = False
-        for c2 in range(c):
-            x1 = np.uint64(q_u8[i, 2 * c2] ^ db_u8[j, 2 * c2])
-            x2 = np.uint64(q_u8[i, 2 * c2 + 1] ^ db_u8[j, 2 * c2 + 1])
-            if _popcount(x1) + _popcount(x2) <= radius:
-                seen = True
-                break
-        if seen:
+        d = _distance_once(q_u64, q_u8, db_u64, db_u8, i, j, c, radius, max_distance)
+        if d < 0:
             continue
         if n_out < out_q.shape[0]:
             out_q[n_out] = i
@@ -213,19 +228,8 @@ def _search_compact(
             c = k // probes
             for p in range(starts[k], ends[k]):
                 j = ids[p]
-                d = np.uint64(0)
-                for x in range(4):
-                    d += _popcount(q_u64[i, x] ^ db_u64[j, x])
-                if d > max_distance:
-                    continue
-                seen = False
-                for c2 in range(c):
-                    x1 = np.uint64(q_u8[i, 2 * c2] ^ db_u8[j, 2 * c2])
-                    x2 = np.uint64(q_u8[i, 2 * c2 + 1] ^ db_u8[j, 2 * c2 + 1])
-                    if _popcount(x1) + _popcount(x2) <= radius:
-                        seen = True
-                        break
-                if seen:
+                d = _distance_once(q_u64, q_u8, db_u64, db_u8, i, j, c, radius, max_distance)
+                if d < 0:
                     continue
                 if n_out < out_q.shape[0]:
                     out_q[n_out] = i
