@@ -60,7 +60,7 @@ def in_process(events: list[ListingEvent], settings: Settings) -> tuple[float, D
         started = time.perf_counter()
         for start in range(0, len(events), size):
             for v in moderate(events[start : start + size], rt):
-                decisions[v.listing_id] = [v.decision, sorted(v.reasons)]
+                decisions[v.listing_id] = [v.decision, sorted(r.text() for r in v.reasons)]
         return len(events) / (time.perf_counter() - started), decisions
     finally:
         rt.close()

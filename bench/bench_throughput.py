@@ -123,7 +123,7 @@ def child(listings: int, out: Path) -> None:
         started, cpu = time.perf_counter(), time.process_time()
         for start in range(0, len(events), size):
             for v in mod.moderate(events[start : start + size], rt):
-                decisions[v.listing_id] = [v.decision, sorted(v.reasons)]
+                decisions[v.listing_id] = [v.decision, sorted(r.text() for r in v.reasons)]
         spent, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         rt.close()

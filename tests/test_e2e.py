@@ -73,7 +73,7 @@ def test_200_real_listings_make_200_verdicts_and_mismatches_are_flagged(
     flagged = [i for i in wrong if by_id[i]["decision"] != "approve"]
     assert len(flagged) >= 0.9 * len(wrong), [by_id[i]["reasons"] for i in wrong]
     for i in flagged:
-        assert any(r.startswith("category_") for r in by_id[i]["reasons"]), by_id[i]
+        assert any(r["code"].startswith("category_") for r in by_id[i]["reasons"]), by_id[i]
     correct = [r for r in rows if r["listing_id"] not in wrong]
     approved = [r for r in correct if r["decision"] == "approve"]
     assert len(approved) >= 0.85 * len(correct), [r["reasons"] for r in correct]

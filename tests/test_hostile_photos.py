@@ -76,11 +76,11 @@ def test_hostile_photos_cost_only_themselves(runtime: Runtime, photo_root: Path)
     verdicts = moderate(events, runtime)
     for verdict, fragment in zip(verdicts, cases, strict=False):
         assert verdict.decision == "review", verdict
-        assert fragment in verdict.reasons[0], (fragment, verdict.reasons)
+        assert fragment in verdict.reasons[0].detail, (fragment, verdict.reasons)
         assert verdict.photos[1].ok and verdict.best_photo == 1
     assert verdicts[0].photos[0].error_code == "image_blank"
     assert verdicts[-1].decision == "review"  # blank photos are never approved
-    assert "no_readable_photos" in " ".join(verdicts[-1].reasons)
+    assert "no_readable_photos" in [r.code for r in verdicts[-1].reasons]
 
 
 def test_absurd_references_are_rejected_at_parse_time(

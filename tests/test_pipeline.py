@@ -65,7 +65,7 @@ def test_verdicts_follow_the_photos(runtime: Runtime, photo_root: Path) -> None:
     a, b, c = moderate(events, runtime)
     assert a.decision == "approve" and a.suggested[0][0] == "fashion.shoes"
     assert b.decision == "reject"
-    assert b.reasons[0].startswith("category_mismatch: predicted electronics.laptop")
+    assert b.reasons[0].text().startswith("category_mismatch: predicted electronics.laptop")
     assert c.best_photo == 1
     assert a.model_version == "tiny-1" and a.policy_version == runtime.policy.version
     assert [p.top[0][0] for p in c.photos] == ["fashion.shoes", "electronics.laptop"]
@@ -90,8 +90,8 @@ def test_every_bad_photo_becomes_a_reason_and_the_batch_goes_through(
     assert len(verdicts) == len(events)
     for verdict, fragment in zip(verdicts, cases, strict=False):
         assert verdict.decision == "review", verdict
-        assert verdict.reasons[0].startswith("image_unreadable: photo 0: ")
-        assert fragment in verdict.reasons[0], (fragment, verdict.reasons)
+        assert verdict.reasons[0].text().startswith("image_unreadable: photo 0: ")
+        assert fragment in verdict.reasons[0].detail, (fragment, verdict.reasons)
         assert verdict.photos[1].ok and verdict.best_photo == 1
     assert verdicts[-1].decision == "approve"
 

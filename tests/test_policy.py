@@ -61,7 +61,7 @@ def test_cross_macro_confident_mismatch_is_rejected_with_reason(policy: Policy) 
         event("fashion.shirt"), [ok(0)], probs([0.01, 0.01, 0.97, 0.01]), LABELS
     )
     assert d.decision == "reject"
-    assert d.reasons == [
+    assert [r.text() for r in d.reasons] == [
         "category_mismatch: predicted electronics.laptop (0.97), declared fashion.shirt (0.01)"
     ]
 
@@ -71,7 +71,7 @@ def test_cross_macro_unsure_mismatch_goes_to_review(policy: Policy) -> None:
         event("fashion.shirt"), [ok(0)], probs([0.05, 0.05, 0.6, 0.3]), LABELS
     )
     assert d.decision == "review"
-    assert d.reasons[0].startswith("category_mismatch:")
+    assert d.reasons[0].text().startswith("category_mismatch:")
 
 
 def test_same_macro_near_miss_is_softer(policy: Policy) -> None:
@@ -79,7 +79,7 @@ def test_same_macro_near_miss_is_softer(policy: Policy) -> None:
         event("fashion.shirt"), [ok(0)], probs([0.02, 0.97, 0.005, 0.005]), LABELS
     )
     assert d.decision == "review"
-    assert d.reasons[0].startswith("category_near_miss: predicted fashion.tshirt (0.97)")
+    assert d.reasons[0].text().startswith("category_near_miss: predicted fashion.tshirt (0.97)")
     lenient = policy.model_copy(
         update={"category": policy.category.model_copy(update={"near_miss": "approve"})}
     )
@@ -106,7 +106,7 @@ def test_one_ambiguous_photo_does_not_outvote_clear_ones(policy: Policy) -> None
     rows = probs([0.7, 0.0, 0.3, 0.0], [0.999, 0.0, 0.001, 0.0], [0.999, 0.0, 0.001, 0.0])
     d = policy.decide_category(event("electronics.laptop", 3), [ok(0), ok(1), ok(2)], rows, LABELS)
     assert rows[:, 2].mean() > 0.10 > d.scores["electronics.laptop"]
-    assert d.decision == "reject" and d.reasons[0].startswith("category_mismatch: ")
+    assert d.decision == "reject" and d.reasons[0].text().startswith("category_mismatch: ")
     assert d.best_photo == 0
 
 
@@ -123,7 +123,7 @@ def test_unreadable_photo_sends_to_review_but_others_count(policy: Policy) -> No
         event("electronics.laptop", 2), [bad, ok(1)], probs([0.0, 0.0, 1.0, 0.0]), LABELS
     )
     assert d.decision == "review"
-    assert d.reasons == ["image_unreadable: photo 0: empty file"]
+    assert [r.text() for r in d.reasons] == ["image_unreadable: photo 0: empty file"]
     assert d.best_photo == 1
 
 
@@ -133,7 +133,7 @@ def test_no_readable_photo_is_reviewed(policy: Policy) -> None:
         event("electronics.laptop"), [bad], np.zeros((0, 4), np.float32), LABELS
     )
     assert d.decision == "review"
-    assert d.reasons[-1].startswith("no_readable_photos")
+    assert d.reasons[-1].code == "no_readable_photos"
     assert d.suggested == [] and d.best_photo is None
 
 

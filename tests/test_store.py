@@ -121,7 +121,7 @@ def test_saved_verdict_reads_back_whole(engine: Engine) -> None:
     [vid] = save(engine, v)
     got = current(engine, "L1")
     assert got["id"] == vid and got["current"] is True
-    assert got["decision"] == "review" and got["reasons"] == ["category_mismatch"]
+    assert got["decision"] == "review" and got["reasons"] == [{"code": "category_mismatch"}]
     assert got["suggested"] == [("fashion.shoes", 0.91), ("fashion.hat", 0.05)]
     assert got["best_photo"] is None
     assert got["scores"] == v.scores and got["timings"] == {"infer_ms": 3.5}

@@ -15,6 +15,7 @@ import pytest
 
 from modq.domain.envelope import make_body
 from modq.domain.events import ListingEvent
+from modq.domain.reasons import Reason
 from modq.errors import StoreUnavailable
 from modq.ingest.publish import publish_bodies, submit_many
 from modq.settings import Settings
@@ -103,8 +104,9 @@ def test_bad_photos_become_reasons_and_the_worker_keeps_going(
     for event, fragment in zip(events, cases, strict=False):
         row = rows[event.listing_id]
         assert row["decision"] == "review", row
-        assert row["reasons"][0].startswith("image_unreadable: photo 0: "), row["reasons"]
-        assert fragment in row["reasons"][0], (fragment, row["reasons"])
+        first = Reason.read(row["reasons"][0])
+        assert (first.code, first.photo) == ("image_unreadable", 0), row["reasons"]
+        assert fragment in first.detail, (fragment, row["reasons"])
         assert row["best_photo"] == 1
     assert rows[f"http-{run}"]["decision"] == "approve"
     assert server.hits["/status/500"] == 2  # one retry, then a per-photo error

@@ -114,7 +114,7 @@ def _listing_flags(
                 results.append(PhotoResult(index=pos, ref=refs[pos], error_code="x", error="x"))
         probs = np.stack(rows) if rows else np.zeros((0, len(s.labels)), np.float32)
         d = policy.decide(event, results, probs, s.labels)
-        cat_flag[j] = any(r.startswith(MISMATCH) for r in d.reasons)
+        cat_flag[j] = any(r.code in MISMATCH for r in d.reasons)
         any_flag[j] = d.decision != "approve"
     return cat_flag, any_flag
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from modq.domain.reasons import read_all
 from modq.domain.verdicts import DECISIONS
 
 COLUMNS = [
@@ -45,7 +46,7 @@ def print_verdicts(rows: Sequence[dict[str, Any]], *, as_json: bool = False) -> 
     click.echo("-" * len(header))
     for row in rows:
         cells = [_cell(row, name)[:width].ljust(width) for name, width in COLUMNS]
-        reasons = "; ".join(row.get("reasons") or []) or "-"
+        reasons = "; ".join(r.text() for r in read_all(row.get("reasons"))) or "-"
         click.echo("  ".join(cells) + "  " + reasons)
     counts = Counter(row["decision"] for row in rows)
     summary = ", ".join(f"{counts[d]} {d}" for d in ("approve", "review", "reject"))

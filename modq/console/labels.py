@@ -25,16 +25,13 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from modq.domain.review import BANNED_CODES, reason_code
+from modq.domain.review import BANNED_CODES
 from modq.errors import PhotoError
 from modq.pipeline.fetch import PhotoFetcher
 from modq.settings import Settings
 from modq.store.database import connected
 from modq.store.labels import settled_since
 
-_PHOTO = re.compile(r"photo (\d+)")
-_LABEL = re.compile(r"\b([a-z_]+\.[a-z_]+) [0-9.]+ >=")
-_BANK = re.compile(r"bank ([^:]+):")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -52,13 +49,8 @@ def _targets(row: dict[str, Any]) -> list[tuple[str, str, int | None]]:
         return [("train", row["final_category"], None)]
     out = []
     for reason in row["reasons"] or []:
-        code = reason_code(reason)
-        if code not in BANNED_CODES:
-            continue
-        found = _LABEL.search(reason) or _BANK.search(reason)
-        label = found.group(1).strip() if found else code
-        photo = _PHOTO.search(reason)
-        out.append(("banned", label, int(photo.group(1)) if photo else None))
+        if reason.code in BANNED_CODES:
+            out.append(("banned", reason.label or reason.code, reason.photo))
     return out
 
 

@@ -11,12 +11,12 @@ from fastapi.concurrency import run_in_threadpool
 
 from modq.console.context import console_of, job_url, redirect
 from modq.console.photos import listing_ref, photo_hash, photo_jpeg
+from modq.domain.reasons import read_all
 from modq.domain.review import (
     LEAD_QUEUES,
     QUEUES,
     REJECT_REASONS,
     has_banned_content,
-    reason_code,
 )
 from modq.errors import ReviewError
 from modq.store.banks import add_to_bank, list_banks
@@ -109,7 +109,7 @@ def job_view(request: Request, listing_id: str) -> Response:
     scores = detail.get("scores") or {}
     context = {
         "d": detail,
-        "reasons": [(reason_code(r), r) for r in reasons],
+        "reasons": [(r.code, r.text()) for r in read_all(reasons)],
         "blur": has_banned_content(reasons),
         "top3": list(detail.get("suggested") or [])[:3],
         "photos": list(detail.get("photos") or []),

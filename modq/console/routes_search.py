@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from modq.console.context import console_of
+from modq.domain.reasons import read_all
 from modq.domain.review import QUEUES, REJECT_REASONS
 from modq.store.review_views import SearchQuery, search
 
@@ -60,6 +61,8 @@ def search_page(request: Request) -> Response:
             page=page,
         )
         rows, more = search(console.engine, query)
+        for row in rows:
+            row["reasons"] = read_all(row["reasons"])  # type: ignore[arg-type]
     base = {k: v for k, v in params.items() if v} | {"go": "1"}
     context = {
         "p": params,

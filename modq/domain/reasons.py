@@ -48,6 +48,8 @@ CODES: dict[str, ReasonInfo] = {
     "misleading_listing": ReasonInfo("other", 5, "Misleading listing (moderator's judgement)"),
 }
 UNKNOWN = ReasonInfo("other", 5, "Other", rejectable=False)
+# Reasons of the category half: `label` is the predicted category, `detail` the declared one.
+CATEGORY_CODES: frozenset[str] = frozenset({"category_mismatch", "category_near_miss"})
 
 
 def info(code: str) -> ReasonInfo:
@@ -79,14 +81,22 @@ class Reason(BaseModel):
         return info(self.code)
 
     def text(self) -> str:
-        """The human sentence: what the CLI prints and the console shows."""
+        """The human sentence: what the CLI prints and the console shows.
+
+        Detector and photo reasons read as they always did ("nudity: photo 0: nudity.nsfw 0.910
+        >= reject threshold 0.9"), category reasons as "category_mismatch: predicted
+        electronics.laptop (0.87), declared fashion.dress (0.05)".
+        """
         parts = [self.code]
         if self.photo is not None:
             parts.append(f"photo {self.photo}")
+        if self.code in CATEGORY_CODES and self.label is not None and self.score is not None:
+            predicted = f"predicted {self.label} ({self.score:.2f})"
+            return ": ".join([*parts, f"{predicted}, {self.detail}" if self.detail else predicted])
         if self.label is not None and self.score is not None:
             measured = f"{self.label} {self.score:.3f}"
             if self.threshold is not None:
-                measured += f" >= {self.action or 'threshold'} {self.threshold:g}"
+                measured += f" >= {self.action or 'review'} threshold {self.threshold:g}"
             parts.append(measured)
         elif self.label is not None:
             parts.append(self.label)
@@ -115,6 +125,10 @@ def read_all(values: Iterable[str | Mapping[str, Any] | Reason] | None) -> list[
 _PHOTO = re.compile(r"^photo (\d+)$")
 _MEASURED = re.compile(
     r"^(?P<label>\S+) (?P<score>[-\d.e]+) >= (?P<action>\w+) threshold (?P<threshold>[-\d.e]+)$"
+)
+_BANK_MATCH = re.compile(
+    r"^(?P<distance>PDQ distance \d+ <= \d+) "
+    r"\(score (?P<score>[-\d.e]+) >= (?P<action>\w+) (?P<threshold>[-\d.e]+)\)(?P<rest>.*)$"
 )
 _CATEGORY = re.compile(r"^predicted (?P<label>\S+) \((?P<score>[\d.]+)\), (?P<rest>.*)$")
 
@@ -149,6 +163,13 @@ def parse_legacy(text: str) -> Reason:
             fields["photo"] = int(m.group(1))
         else:
             rest = tail
+        if m := _BANK_MATCH.match(rest):
+            fields.update(
+                score=float(m["score"]),
+                action=m["action"],
+                threshold=float(m["threshold"]),
+            )
+            rest = m["distance"] + m["rest"]
     elif m := _CATEGORY.match(rest):
         fields.update(label=m["label"], score=float(m["score"]))
         rest = m["rest"]

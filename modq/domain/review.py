@@ -7,8 +7,10 @@ and the label export to know which decisions become training labels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from modq.domain.reasons import CODES, Reason, info
 
 HumanDecision = Literal["approve", "reject", "recategorise", "escalate", "skip"]
 HUMAN_DECISIONS: tuple[str, ...] = ("approve", "reject", "recategorise", "escalate", "skip")
@@ -28,57 +30,29 @@ QUEUES: dict[str, str] = {
 # Only leads and admins may claim from these queues.
 LEAD_QUEUES: frozenset[str] = frozenset({"escalated"})
 
-# Reason code -> (queue, severity). A job's queue is that of its most severe reason.
-_ROUTES: dict[str, tuple[str, int]] = {
-    "prohibited_item": ("banned", 100),
-    "banned_image": ("banned", 100),
-    "nudity": ("banned", 90),
-    "contact_details": ("banned", 60),
-    "duplicate_photo": ("duplicates", 40),
-    "category_mismatch": ("category", 30),
-    "category_near_miss": ("category", 20),
-    "image_unreadable": ("unreadable", 10),
-    "no_readable_photos": ("unreadable", 15),
-}
-_UNREADABLE_PREFIXES = ("image_", "fetch_", "decode_", "photo_")
-BANNED_CODES: frozenset[str] = frozenset(c for c, (q, _) in _ROUTES.items() if q == "banned")
+# The banned-content codes (the console blurs their photos), from the one list of codes.
+BANNED_CODES: frozenset[str] = frozenset(c for c, i in CODES.items() if i.queue == "banned")
+# What a moderator may give as the reason of a reject.
+REJECT_REASONS: tuple[str, ...] = tuple(c for c, i in CODES.items() if i.rejectable)
 
-# What a moderator may give as the reason of a reject (the policy's reason codes).
-REJECT_REASONS: tuple[str, ...] = (
-    "prohibited_item",
-    "banned_image",
-    "nudity",
-    "contact_details",
-    "duplicate_photo",
-    "category_mismatch",
-    "image_unreadable",
-    "misleading_listing",
-)
-
-
-def reason_code(reason: str) -> str:
-    """The machine-readable code at the head of a reason ("nudity: photo 0: ..." -> "nudity")."""
-    return reason.split(":", 1)[0].strip()
+AnyReason = str | Mapping[str, Any] | Reason
 
 
 def route(code: str) -> tuple[str, int]:
     """(queue, severity) for one reason code; unknown codes go to "other" at severity 5."""
-    if code in _ROUTES:
-        return _ROUTES[code]
-    if code.startswith(_UNREADABLE_PREFIXES):
-        return "unreadable", 10
-    return "other", 5
+    found = info(code)
+    return found.queue, found.severity
 
 
-def route_reasons(reasons: Sequence[str]) -> tuple[str, int]:
+def route_reasons(reasons: Sequence[AnyReason]) -> tuple[str, int]:
     """(queue, severity) of a review verdict: the most severe of its reasons."""
-    routes = [route(reason_code(r)) for r in reasons] or [("other", 5)]
+    routes = [route(Reason.read(r).code) for r in reasons] or [route("")]
     return max(routes, key=lambda qs: qs[1])
 
 
-def has_banned_content(reasons: Sequence[str]) -> bool:
+def has_banned_content(reasons: Sequence[AnyReason]) -> bool:
     """Whether the console should blur the photos until the moderator reveals them."""
-    return any(reason_code(r) in BANNED_CODES for r in reasons)
+    return any(Reason.read(r).code in BANNED_CODES for r in reasons)
 
 
 def is_overturn(decision: str) -> bool:

@@ -6,9 +6,11 @@ any stage can be serialised, logged or moved to another process.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from modq.domain.reasons import Reason, read_all
 
 Decision = Literal["approve", "reject", "review"]
 Source = Literal["new", "backfill"]
@@ -53,7 +55,9 @@ class Verdict(BaseModel):
     listing_version: int
     declared_category: str
     decision: Decision
-    reasons: list[str]
+    # Structured since 0010_structured_reasons; a message or row from before holds strings,
+    # which `_read_reasons` turns into `Reason`s (old clients stay readable).
+    reasons: list[Reason]
     suggested: list[Scored]
     best_photo: int | None
     # Category probabilities aggregated over the readable photos.
@@ -63,6 +67,11 @@ class Verdict(BaseModel):
     policy_version: str
     timings: dict[str, float] = Field(default_factory=dict)
     source: Source = "new"
+
+    @field_validator("reasons", mode="before")
+    @classmethod
+    def _read_reasons(cls, value: Any) -> Any:
+        return read_all(value) if isinstance(value, list) else value
 
 
 class RejectedEvent(BaseModel):

@@ -15,6 +15,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from modq.domain.events import ListingEvent
+from modq.domain.reasons import Reason
 from modq.domain.taxonomy import macro
 from modq.domain.verdicts import Decision, PhotoResult, Scored
 from modq.policy.combine import worst
@@ -40,7 +41,7 @@ class CategoryDecision(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     decision: Decision
-    reasons: list[str]
+    reasons: list[Reason]
     scores: dict[str, float]
     suggested: list[Scored]
     best_photo: int | None
@@ -57,15 +58,20 @@ def decide_category(
     """Aggregate the readable photos' probabilities (rows of `probs`, in the order of
     the readable photos) and compare them with the declared category."""
     decision: Decision = "approve"
-    reasons: list[str] = []
+    reasons: list[Reason] = []
     for photo in photos:
         if not photo.ok:
             decision = worst(decision, photo_rules.unreadable)
-            reasons.append(f"{photo.error_code}: photo {photo.index}: {photo.error}")
+            reasons.append(
+                Reason(code=photo.error_code or "image_unreadable", photo=photo.index,
+                       action=photo_rules.unreadable, detail=photo.error or "")
+            )  # fmt: skip
 
     readable = [p for p in photos if p.ok]
     if not readable:
-        reasons.append("no_readable_photos: nothing to classify")
+        reasons.append(
+            Reason(code="no_readable_photos", action="review", detail="nothing to classify")
+        )
         return CategoryDecision(
             decision=worst(decision, "review"),
             reasons=reasons,
@@ -84,13 +90,21 @@ def decide_category(
 
     top, p_top, p_declared = labels[order[0]], float(mean[order[0]]), float(mean[col])
     if top != declared and p_declared < rules.match_threshold:
-        detail = f"predicted {top} ({p_top:.2f}), declared {declared} ({p_declared:.2f})"
-        if macro(top) == macro(declared):
-            reasons.append(f"category_near_miss: {detail}")
-            decision = worst(decision, rules.near_miss)
-        else:
-            reasons.append(f"category_mismatch: {detail}")
-            decision = worst(decision, "reject" if p_top >= rules.reject_threshold else "review")
+        # The predicted category is the label, the declared one the detail (`Reason.text`).
+        near = macro(top) == macro(declared)
+        action: Decision = (
+            rules.near_miss if near else "reject" if p_top >= rules.reject_threshold else "review"
+        )
+        reasons.append(
+            Reason(
+                code="category_near_miss" if near else "category_mismatch",
+                label=top,
+                score=round(p_top, 6),
+                action=action,
+                detail=f"declared {declared} ({p_declared:.2f})",
+            )
+        )
+        decision = worst(decision, action)
     return CategoryDecision(
         decision=decision,
         reasons=reasons,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from modq.domain.reasons import Reason
 from modq.domain.verdicts import Decision, PhotoResult
 from modq.policy.combine import worst
 
@@ -94,10 +95,10 @@ class DetectorRules(BaseModel):
                 return rules
         return None
 
-    def decide(self, category: str, photos: Sequence[PhotoResult]) -> tuple[Decision, list[str]]:
+    def decide(self, category: str, photos: Sequence[PhotoResult]) -> tuple[Decision, list[Reason]]:
         """The worst action any detector score calls for, with one reason per hit."""
         decision: Decision = "approve"
-        reasons: list[str] = []
+        reasons: list[Reason] = []
         for photo in photos:
             for key, score in sorted(photo.detectors.items()):
                 rules = self.rules_for(key)
@@ -111,22 +112,30 @@ class DetectorRules(BaseModel):
                     action, threshold = "review", limits.review
                 else:
                     continue
-                reason = _reason(key, score, action, threshold, photo.index, self.banks)
+                details = [_bank_distance(score, self.banks)] if key.startswith("banks.") else []
                 if key in photo.evidence:
-                    reason += f": {photo.evidence[key]}"
-                reasons.append(reason)
+                    details.append(photo.evidence[key])
+                reasons.append(
+                    Reason(
+                        code=reason_code(key),
+                        photo=photo.index,
+                        label=key,
+                        score=score,
+                        threshold=threshold,
+                        action=action,
+                        detail=": ".join(details),
+                    )
+                )
                 decision = worst(decision, action)
         return decision, reasons
 
 
-def _reason(
-    key: str, score: float, action: str, threshold: float, photo: int, banks: BankRules
-) -> str:
-    detector, _, label = key.partition(".")
-    if detector == "banks":
-        return (
-            f"banned_image: bank {label}: photo {photo}: PDQ distance {round((1.0 - score) * 256)} "
-            f"<= {banks.max_distance} (score {score:.3f} >= {action} {threshold:g})"
-        )
-    code = REASON_CODES.get(detector, detector)
-    return f"{code}: photo {photo}: {key} {score:.3f} >= {action} threshold {threshold:g}"
+def reason_code(key: str) -> str:
+    """The reason code of a detector score keyed "detector.label"."""
+    detector = key.partition(".")[0]
+    return "banned_image" if detector == "banks" else REASON_CODES.get(detector, detector)
+
+
+def _bank_distance(score: float, banks: BankRules) -> str:
+    """A bank score is 1 - distance/256: moderators read PDQ distances."""
+    return f"PDQ distance {round((1.0 - score) * 256)} <= {banks.max_distance}"

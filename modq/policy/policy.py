@@ -19,6 +19,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modq.domain.events import ListingEvent
+from modq.domain.reasons import Reason
 from modq.domain.verdicts import Decision, PhotoResult
 from modq.errors import ConfigError
 from modq.policy.category import CategoryDecision, CategoryRules, PhotoRules, decide_category
@@ -31,7 +32,7 @@ class ListingDecision:
     """The policy's answer for one listing: the category half and the detectors' reasons."""
 
     decision: Decision
-    reasons: list[str]
+    reasons: list[Reason]
     category: CategoryDecision
 
 

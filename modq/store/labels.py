@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from modq.domain.reasons import read_all
 from modq.store.database import unavailable
 from modq.store.schema import listing_decisions, listings, reviews, verdicts
 
@@ -37,4 +38,7 @@ def settled_since(engine: Engine, since: datetime) -> list[dict[str, Any]]:
         .order_by(ld.decided_at, ld.listing_id)
     )
     with unavailable("reading human labels"), engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
+        rows = [dict(row._mapping) for row in conn.execute(query)]
+    for row in rows:  # the export reads each reason's photo and label
+        row["reasons"] = read_all(row["reasons"])
+    return rows

@@ -3,16 +3,62 @@ rejected events. Only plain values and dicts leave this module."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
+from modq.domain.reasons import read_all
 from modq.domain.verdicts import DECISIONS
 from modq.errors import UsageError
 from modq.store.database import as_utc, unavailable
 from modq.store.schema import listing_decisions, listings, rejected_events, verdicts
+
+
+class _HasReasonCode(sa.ColumnElement[bool]):
+    """A verdict whose reasons include one with this code; see `reason_code_condition`."""
+
+    inherit_cache = True
+    type = sa.Boolean()
+    _traverse_internals = [  # noqa: RUF012 (SQLAlchemy's cache-key protocol)
+        ("column", InternalTraversal.dp_clauseelement),
+        ("pattern", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: sa.ColumnElement[Any], code: str) -> None:
+        self.column = column
+        # One bound value, `[{"code": ...}]`, that both dialects read; bound, so a cached
+        # statement never keeps the first code it saw.
+        self.pattern = sa.bindparam(None, json.dumps([{"code": code}]), type_=sa.Text)
+
+
+@compiles(_HasReasonCode, "postgresql")
+def _has_code_pg(element: _HasReasonCode, compiler: SQLCompiler, **kw: Any) -> str:
+    # JSONB containment: what the GIN (jsonb_path_ops) index ix_verdicts_reasons_codes serves.
+    column = compiler.process(element.column, **kw)
+    return f"({column} @> CAST({compiler.process(element.pattern, **kw)} AS JSONB))"
+
+
+@compiles(_HasReasonCode)
+def _has_code_other(element: _HasReasonCode, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite (the demo) has no JSON index: it walks each row's array.
+    column = compiler.process(element.column, **kw)
+    pattern = compiler.process(element.pattern, **kw)
+    return (
+        f"EXISTS (SELECT 1 FROM json_each({column}) AS r "
+        f"WHERE json_extract(r.value, '$.code') = json_extract({pattern}, '$[0].code'))"
+    )
+
+
+def reason_code_condition(code: str) -> sa.ColumnElement[bool]:
+    """Verdicts with a reason of this code: the one filter by reason code (console search and
+    queue filters), served on PostgreSQL by a GIN index on `verdicts.reasons`."""
+    return _HasReasonCode(verdicts.c.reasons, code)
 
 
 def _filtered(
@@ -45,6 +91,8 @@ def _filtered(
 def _verdict_dict(row: sa.Row[Any]) -> dict[str, Any]:
     out = dict(row._mapping)
     out["suggested"] = [tuple(pair) for pair in out["suggested"]]
+    # Objects, whatever the row holds (a row an old worker wrote after the migration has strings).
+    out["reasons"] = [reason.stored() for reason in read_all(out["reasons"])]
     out["created_at"] = as_utc(out["created_at"])
     out["current"] = bool(out["current"])
     return out

@@ -11,7 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from modq.domain.review import FINAL_DECISIONS, is_overturn, reason_code
+from modq.domain.reasons import read_all
+from modq.domain.review import FINAL_DECISIONS, is_overturn
 from modq.store.database import as_utc, unavailable
 from modq.store.schema import listings, review_jobs, reviews, verdicts
 
@@ -81,7 +82,7 @@ def overturn_rates(engine: Engine, days: int = 30) -> dict[str, list[dict[str, A
             overturned = is_overturn(decision)
             by_model[model] += 1
             over_model[model] += overturned
-            for code in {reason_code(r) for r in reasons or []}:
+            for code in {r.code for r in read_all(reasons)}:
                 by_reason[code] += 1
                 over_reason[code] += overturned
 

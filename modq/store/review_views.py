@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from modq.store.database import unavailable
+from modq.store.queries import reason_code_condition
 from modq.store.schema import listing_decisions, listings, review_jobs, reviews, verdicts
 
 PAGE_SIZE = 50
@@ -145,8 +146,7 @@ class SearchQuery:
         elif self.final:
             conds.append(listing_decisions.c.final_decision == self.final)
         if self.reason:
-            code = self.reason.replace("%", "").replace("_", "\\_").replace('"', "")
-            conds.append(sa.cast(verdicts.c.reasons, sa.Text).like(f'%"{code}:%', escape="\\"))
+            conds.append(reason_code_condition(self.reason))
         if self.since is not None:
             conds.append(listings.c.updated_at >= self.since)
         if self.until is not None:

@@ -90,14 +90,14 @@ verdicts = sa.Table(
     sa.Index(None, "declared_category", "created_at"),
     sa.Index(None, "listing_id", "created_at"),
 )
-# The search's reason filter (`reasons::text LIKE '%"code:%'`): a trigram index, PostgreSQL
-# only (migration 0008_console_sessions creates pg_trgm); SQLite scans.
+# Filtering by reason code (`modq.store.queries.reason_code_condition`, JSONB containment
+# `reasons @> '[{"code": ...}]'`): a GIN index, PostgreSQL only (0010_structured_reasons);
+# SQLite scans.
 sa.Index(
-    "ix_verdicts_reasons_trgm",
-    sa.cast(verdicts.c.reasons, sa.Text).label("reasons_text"),
+    "ix_verdicts_reasons_codes",
+    verdicts.c.reasons,
     postgresql_using="gin",
-    postgresql_ops={"reasons_text": "gin_trgm_ops"},
-    _table=verdicts,
+    postgresql_ops={"reasons": "jsonb_path_ops"},
 ).ddl_if(dialect="postgresql")
 
 rejected_events = sa.Table(

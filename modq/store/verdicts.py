@@ -79,6 +79,8 @@ def _verdict_row(verdict: Verdict) -> dict[str, Any]:
     row = verdict.model_dump(mode="json", include={*_VERDICT_KEY, *_VERDICT_DATA})
     for name in ("listing_id", "model_version", "policy_version", "declared_category"):
         row[name] = clean_text(row[name])
+    # Objects without their unset fields: what `reason_code_condition` matches on.
+    row["reasons"] = [reason.stored() for reason in verdict.reasons]
     return row
 
 

@@ -34,7 +34,7 @@ LISTINGS = Counter(
 )  # fmt: skip
 PHOTOS = Counter("modq_photos", "Photos moderated, by outcome (ok, error).", ["outcome"])
 DECISIONS = Counter(
-    "modq_decisions", "Verdicts by decision and reason code (the part before ':').",
+    "modq_decisions", "Verdicts by decision and reason code.",
     ["decision", "reason"],
 )  # fmt: skip
 PHOTO_ERRORS = Counter("modq_photo_errors", "Unusable photos by error code.", ["code"])
@@ -57,10 +57,6 @@ BATCH_SIZE = Histogram(
 )
 RETRIES = Counter("modq_retries", "Messages re-queued after a transient failure.")
 DEAD = Counter("modq_dead_lettered", "Messages parked in a dead-letter queue, by why.", ["why"])
-
-
-def reason_code(reason: str) -> str:
-    return reason.split(":", 1)[0].strip() or "none"
 
 
 def _latency(body: dict[str, Any], now: float) -> tuple[str, float] | None:
@@ -96,8 +92,8 @@ def observe_batch(
     moderate_s = 0.0
     for verdict in verdicts:
         moderate_s = max(moderate_s, verdict.timings.get("batch_ms", 0.0) / 1e3)
-        for reason in verdict.reasons or ["none"]:
-            DECISIONS.labels(verdict.decision, reason_code(reason)).inc()
+        for code in [reason.code for reason in verdict.reasons] or ["none"]:
+            DECISIONS.labels(verdict.decision, code).inc()
         for photo in verdict.photos:
             PHOTOS.labels("ok" if photo.ok else "error").inc()
             if photo.error_code:
