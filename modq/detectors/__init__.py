@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from modq.detectors.base import Detector
+from modq.detectors.catalogue import CATALOGUE, SETTINGS, BuildOptions
 from modq.errors import ConfigError
-
-KNOWN = ("nudity", "contacts")
 
 
 def build_detectors(
@@ -22,19 +21,14 @@ def build_detectors(
     threads: int,
     nudity_precision: Literal["int8", "fp32"] = "int8",
 ) -> list[Detector]:
-    """The image detectors named in the `detectors` setting, on the classifier's providers."""
-    unknown = sorted(set(names) - {*KNOWN, "banks", "prohibited"})
+    """The image detectors named in the `detectors` setting, on the classifier's providers,
+    built by their catalogue entries (`modq.detectors.catalogue`)."""
+    unknown = sorted(set(names) - SETTINGS - {"prohibited"})
     if unknown:
         raise ConfigError(
-            f"unknown detector(s) {unknown} in MODQ_DETECTORS; known: nudity, contacts, banks"
+            f"unknown detector(s) {unknown} in MODQ_DETECTORS; known: {', '.join(sorted(SETTINGS))}"
         )
-    out: list[Detector] = []
-    if "nudity" in names:
-        from modq.detectors.nudity import NudityDetector
-
-        out.append(NudityDetector(providers, threads, precision=nudity_precision))
-    if "contacts" in names:
-        from modq.detectors.contacts import ContactsDetector
-
-        out.append(ContactsDetector(providers, threads))
-    return out
+    options = BuildOptions(providers, threads, nudity_precision)
+    return [
+        e.build(options) for e in CATALOGUE.values() if e.factory is not None and e.setting in names
+    ]

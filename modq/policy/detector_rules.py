@@ -14,17 +14,11 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from modq.detectors.catalogue import CATALOGUE, reason_code
 from modq.domain.reasons import Reason
 from modq.domain.verdicts import Decision, PhotoResult
 from modq.policy.combine import worst
 
-# The reason code per detector; banks name the bank in the code itself.
-REASON_CODES = {
-    "prohibited": "prohibited_item",
-    "nudity": "nudity",
-    "contacts": "contact_details",
-    "duplicate": "duplicate_photo",
-}
 NEVER = 2.0  # a threshold above any score: the action is off
 
 
@@ -83,6 +77,30 @@ class DetectorRules(BaseModel):
     detectors: dict[str, DetectorSwitch] = Field(default_factory=dict)
     banks: BankRules = BankRules()
 
+    @model_validator(mode="after")
+    def _known(self) -> DetectorRules:
+        """Refuse what the catalogue does not know: a typo would silently ignore scores."""
+        for key in self.labels:
+            detector, dot, label = key.partition(".")
+            entries = [e for n, e in CATALOGUE.items() if fnmatch.fnmatchcase(n, detector)]
+            if not dot or not entries:
+                raise ValueError(
+                    f'[labels."{key}"]: unknown detector {detector!r}, expected '
+                    f'"<detector>.<label>" with one of: {", ".join(CATALOGUE)}'
+                )
+            if not any(
+                e.labels is None or any(fnmatch.fnmatchcase(x, label) for x in e.labels)
+                for e in entries
+            ):
+                known = sorted({f"{e.name}.{x}" for e in entries for x in e.labels or ()})
+                raise ValueError(f'[labels."{key}"]: unknown label {label!r}; known: {known}')
+        for name in self.detectors:
+            if name not in CATALOGUE:
+                raise ValueError(
+                    f"[detectors.{name}]: unknown detector {name!r}; known: {', '.join(CATALOGUE)}"
+                )
+        return self
+
     def enabled(self, detector: str, category: str) -> bool:
         switch = self.detectors.get(detector)
         return switch is None or switch.enabled_for(category)
@@ -128,12 +146,6 @@ class DetectorRules(BaseModel):
                 )
                 decision = worst(decision, action)
         return decision, reasons
-
-
-def reason_code(key: str) -> str:
-    """The reason code of a detector score keyed "detector.label"."""
-    detector = key.partition(".")[0]
-    return "banned_image" if detector == "banks" else REASON_CODES.get(detector, detector)
 
 
 def _bank_distance(score: float, banks: BankRules) -> str:

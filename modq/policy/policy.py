@@ -13,10 +13,11 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modq.domain.events import ListingEvent
 from modq.domain.reasons import Reason
@@ -37,7 +38,8 @@ class ListingDecision:
 
 
 class Policy(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    # A table this version does not know is refused by name (a typo must not pass silently).
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: str
     category: CategoryRules = CategoryRules()
@@ -46,6 +48,22 @@ class Policy(BaseModel):
     labels: dict[str, LabelRules] = Field(default_factory=dict)
     detectors: dict[str, DetectorSwitch] = Field(default_factory=dict)
     banks: BankRules = BankRules()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_tables(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(cls.model_fields))
+            if unknown:
+                raise ValueError(
+                    f"unknown table or key {unknown[0]!r}; known: {', '.join(cls.model_fields)}"
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _known_detectors(self) -> Policy:
+        self.detector_rules  # noqa: B018 (validates labels and detectors against the catalogue)
+        return self
 
     @property
     def detector_rules(self) -> DetectorRules:
