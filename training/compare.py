@@ -91,8 +91,8 @@ def _photo_flags(policy: Policy, photos: Photos, s: Scores) -> tuple[np.ndarray,
         result = PhotoResult(index=0, ref=str(path), detectors=s.detectors(i))
         decision, reasons = rules.decide(photos.declared[i], [result])
         any_flag[i] = decision != "approve"
-        mine = f"prohibited.{photos.labels[i]} "
-        own[i] = any(r.split(": ")[2].startswith(mine) for r in reasons if r.count(": ") >= 2)
+        mine = f"prohibited.{photos.labels[i]}"
+        own[i] = any(r.label == mine for r in reasons)
     return any_flag, own
 
 

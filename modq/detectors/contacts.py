@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from modq.detectors.base import Result, Scores, as_detector_error, ort_providers, session_options
+from modq.detectors.base import Result, Scores, as_detector_error, open_session
 from modq.detectors.catalogue import BuildOptions, entry
 from modq.errors import ConfigError
 
@@ -124,20 +124,14 @@ class ContactsDetector:
 
     def __init__(self, providers: Sequence[Any] | None = None, intra_op_threads: int = 0) -> None:
         # Imported here: it pulls in OpenCV, which only this detector needs.
-        import onnxruntime as ort
         from rapidocr_onnxruntime import RapidOCR
 
         self.engine = RapidOCR(print_verbose=False)
         # RapidOCR opens its three sessions on CPU, or on CUDA device 0 with options of its
         # own: open them again on the classifier's providers (its GPU and options) instead.
-        chosen = ort_providers(providers)
         self._wrappers = _ort_wrappers(self.engine)
         for wrapper in self._wrappers:
-            wrapper.session = ort.InferenceSession(
-                wrapper.session._model_path,
-                sess_options=session_options(intra_op_threads),
-                providers=chosen,
-            )
+            wrapper.session = open_session(wrapper.session._model_path, providers, intra_op_threads)
 
     @property
     def sessions(self) -> list[Any]:

