@@ -39,12 +39,12 @@ import sqlalchemy as sa
 from bench_throughput import fresh_database, run_tree  # sibling: run as bench/bench_e2e.py
 
 from modq.cli.demo import sample_events
-from modq.cli.worker_processes import cores
 from modq.domain.events import ListingEvent
 from modq.ingest.publish import submit_many
 from modq.pipeline.moderate import Runtime, moderate
 from modq.settings import Settings, get_settings
 from modq.store.stores import open_stores
+from modq.tasks.supervisor import cores
 
 Decisions = dict[str, list[Any]]  # listing id -> [decision, sorted reasons]
 

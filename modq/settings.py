@@ -236,7 +236,13 @@ def redacted(url: str) -> str:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings; a bad MODQ_* value is a ConfigError naming the variable."""
+    """The process's settings, read once (the worker's and the console's entry points)."""
+    return load_settings()
+
+
+def load_settings() -> Settings:
+    """Settings read from the environment now; a bad MODQ_* value is a ConfigError naming
+    the variable. The CLI reads them once per command (`modq.cli.context.cli_settings`)."""
     try:
         return Settings()
     except ValidationError as exc:

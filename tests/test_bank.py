@@ -18,7 +18,7 @@ from modq.domain.verdicts import PhotoResult, Verdict
 from modq.pipeline.moderate import handle_messages
 from modq.pipeline.runtime import Runtime
 from modq.policy.detector_rules import DetectorRules
-from modq.settings import Settings, get_settings
+from modq.settings import Settings
 from modq.store.stores import open_stores
 
 
@@ -100,24 +100,20 @@ def test_bank_cli_add_list_remove(
     settings: Settings, datasets_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MODQ_DATABASE_URL", settings.database_url)
-    get_settings.cache_clear()
-    try:
-        bank = f"cli-{uuid.uuid4().hex[:6]}"
-        photos = [str(p) for p in _val_photos(datasets_dir, "fashion.hat", 3)]
-        runner = CliRunner()
-        result = runner.invoke(main, ["bank", "add", bank, *photos])
-        assert result.exit_code == 0, result.output
-        assert f"bank {bank}: 3 hashes added" in result.output
-        listed = runner.invoke(main, ["bank", "list"])
-        assert f"{bank}\t3 hashes" in listed.output
-        one = runner.invoke(main, ["bank", "remove", bank, photos[0]])
-        assert f"bank {bank}: 1 hashes removed" in one.output
-        assert f"{bank}\t2 hashes" in runner.invoke(main, ["bank", "list"]).output
-        gone = runner.invoke(main, ["bank", "remove", bank, "--yes"])
-        assert gone.exit_code == 0 and "bank deleted" in gone.output
-        assert bank not in runner.invoke(main, ["bank", "list"]).output
-    finally:
-        get_settings.cache_clear()
+    bank = f"cli-{uuid.uuid4().hex[:6]}"
+    photos = [str(p) for p in _val_photos(datasets_dir, "fashion.hat", 3)]
+    runner = CliRunner()
+    result = runner.invoke(main, ["bank", "add", bank, *photos])
+    assert result.exit_code == 0, result.output
+    assert f"bank {bank}: 3 hashes added" in result.output
+    listed = runner.invoke(main, ["bank", "list"])
+    assert f"{bank}\t3 hashes" in listed.output
+    one = runner.invoke(main, ["bank", "remove", bank, photos[0]])
+    assert f"bank {bank}: 1 hashes removed" in one.output
+    assert f"{bank}\t2 hashes" in runner.invoke(main, ["bank", "list"]).output
+    gone = runner.invoke(main, ["bank", "remove", bank, "--yes"])
+    assert gone.exit_code == 0 and "bank deleted" in gone.output
+    assert bank not in runner.invoke(main, ["bank", "list"]).output
 
 
 def test_duplicate_photo_of_another_seller_goes_to_review(

@@ -21,7 +21,7 @@ from modq.domain.verdicts import Verdict
 from modq.pipeline import sized
 from modq.pipeline.moderate import handle_messages
 from modq.pipeline.runtime import Runtime
-from modq.settings import Settings, get_settings
+from modq.settings import Settings
 from modq.store.stores import open_stores
 
 H1, H2, H3 = "a" * 64, "0123456789abcdef" * 4, "f0" * 32
@@ -76,10 +76,8 @@ def settings(
 @pytest.fixture
 def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Result]]:
     monkeypatch.setenv("MODQ_DATABASE_URL", settings.database_url)
-    get_settings.cache_clear()
     runner = CliRunner()
     yield lambda *args, **kw: runner.invoke(main, ["bank", *args], **kw)
-    get_settings.cache_clear()
 
 
 def test_import_export_disable_remove(cli: Callable[..., Result], tmp_path: Path) -> None:

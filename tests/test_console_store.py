@@ -197,22 +197,17 @@ def test_users_add_reads_the_password_from_stdin(engine: Engine) -> None:
     from click.testing import CliRunner
 
     from modq.cli.main import main
-    from modq.settings import get_settings
 
     url = engine.url.render_as_string(hide_password=False)
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(
-            main,
-            ["users", "add", "zoe", "--role", "lead"],
-            input="a long password\n",
-            env={"MODQ_DATABASE_URL": url},
-        )
-        short = CliRunner().invoke(
-            main, ["users", "add", "bob"], input="short\n", env={"MODQ_DATABASE_URL": url}
-        )
-    finally:
-        get_settings.cache_clear()
+    result = CliRunner().invoke(
+        main,
+        ["users", "add", "zoe", "--role", "lead"],
+        input="a long password\n",
+        env={"MODQ_DATABASE_URL": url},
+    )
+    short = CliRunner().invoke(
+        main, ["users", "add", "bob"], input="short\n", env={"MODQ_DATABASE_URL": url}
+    )
     assert result.exit_code == 0, result.output
     assert "user zoe (lead) created" in result.output
     user = get_user(engine, "zoe")

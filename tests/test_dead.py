@@ -23,7 +23,7 @@ from modq.ingest.broker import dead_queue
 from modq.ingest.probe import KEY
 from modq.ingest.publish import park_dead
 from modq.pipeline.runtime import Runtime
-from modq.settings import Settings, get_settings
+from modq.settings import Settings
 from modq.store.database import make_engine
 from modq.store.queries import list_rejected
 from modq.store.stores import open_stores
@@ -48,9 +48,7 @@ def body(listing_id: str) -> dict[str, Any]:
 
 
 def cli(settings: Settings, *args: str) -> str:
-    get_settings.cache_clear()  # the CLI reads the environment once per process
     result = CliRunner().invoke(main, ["dead", *args], env=settings_env(settings))
-    get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     return result.output
 

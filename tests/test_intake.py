@@ -23,7 +23,7 @@ from modq.domain.verdicts import RejectedEvent
 from modq.ingest.publish import submit_many
 from modq.ingest.recover import recover
 from modq.ingest.submit_file import submit_lines
-from modq.settings import Settings, get_settings
+from modq.settings import Settings
 from modq.store.database import make_engine
 from modq.store.intake import Accepted, accept, prune
 from modq.store.queries import list_rejected
@@ -129,10 +129,8 @@ def test_recover_republishes_open_rows_once(
     recover(settings, older_than_s=30)
     assert mine(settings, run) == [f"{run}-{i}" for i in (1, 2, 3)]
 
-    get_settings.cache_clear()  # the CLI reads the environment once per process
     result = CliRunner().invoke(main, ["recover", "--older-than", "0s"], env=settings_env(settings))
     assert result.exit_code == 0, result.output
-    get_settings.cache_clear()  # the CLI read this test's environment once: forget it
     assert result.output.startswith("re-queued ")
 
 

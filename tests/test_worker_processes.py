@@ -43,7 +43,7 @@ def _ready(log: Path) -> set[int]:
 def _supervisor(tmp_path: Path, children: int) -> tuple[subprocess.Popen[bytes], Path]:
     script = (
         "import sys\n"
-        "from modq.cli.worker_processes import Supervisor\n"
+        "from modq.tasks.supervisor import Supervisor\n"
         f"sys.exit(Supervisor([[sys.executable, '-c', {CHILD!r}]] * {children}, {{}}).run())\n"
     )
     log = tmp_path / "supervisor.log"
@@ -97,7 +97,7 @@ def test_a_child_signalled_while_it_starts_is_a_clean_stop(tmp_path: Path) -> No
     listing, so the supervisor reports a clean stop (0), not 143."""
     script = (
         "import sys\n"
-        "from modq.cli.worker_processes import Supervisor\n"
+        "from modq.tasks.supervisor import Supervisor\n"
         f"sys.exit(Supervisor([[sys.executable, '-c', {SLOW_CHILD!r}]] * 2, {{}}).run())\n"
     )
     log = tmp_path / "supervisor.log"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from modq.settings import get_settings
+from modq.cli.context import cli_settings
 
 
 @click.command()
@@ -101,7 +101,7 @@ def backfill(
 
     if from_file is not None and (ids_file is not None or decision is not None or stale):
         raise click.UsageError("--from-file does not combine with --ids-file, --decision, --stale")
-    settings = get_settings()
+    settings = cli_settings()
     selection = Selection(
         category=category,
         since=since,

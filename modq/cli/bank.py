@@ -12,12 +12,13 @@ from pathlib import Path
 import click
 
 from modq.cli.bank_lists import bank_export, bank_import
+from modq.cli.context import cli_settings
 from modq.cli.photos import expand
 from modq.detectors.hashing import PhotoHash, parse_hex
 from modq.errors import PhotoError
 from modq.pipeline.decode import hash_photo
 from modq.policy.policy import Policy
-from modq.settings import Settings, get_settings
+from modq.settings import Settings
 from modq.store.banks import add_to_bank, list_banks, remove_from_bank, set_enabled
 from modq.store.database import connected
 from modq.store.interface import BankEntry
@@ -103,7 +104,7 @@ def bank_add(name: str, photos: Sequence[Path]) -> None:
             f" line, and run `modq bank import {name} FILE`",
             param_hint="PHOTOS",
         )
-    added, skipped = add_photos(get_settings(), name, list(expand(photos)))
+    added, skipped = add_photos(cli_settings(), name, list(expand(photos)))
     for line in skipped:
         click.echo(f"skipped {line}", err=True)
     if not added and skipped:
@@ -114,7 +115,7 @@ def bank_add(name: str, photos: Sequence[Path]) -> None:
 @bank.command("list")
 def bank_list() -> None:
     """Every bank with its number of hashes (and how many are disabled)."""
-    with connected(get_settings().database_url) as engine:
+    with connected(cli_settings().database_url) as engine:
         banks = list_banks(engine)
     for row in banks:
         off = f" ({row['disabled']} disabled)" if row["disabled"] else ""
@@ -150,7 +151,7 @@ def bank_remove(
     yes: bool,
 ) -> None:
     """Remove hashes from bank NAME (of PHOTOS, --hash, --content-id), or the whole bank."""
-    settings = get_settings()
+    settings = cli_settings()
     paths = list(expand(photos))
     whole = not paths and not hashes and not content_ids
     if whole and not yes:
@@ -163,7 +164,7 @@ def bank_remove(
 
 def _switch(name: str, enabled: bool, hashes: Sequence[str], content_ids: Sequence[str]) -> None:
     word = "enabled" if enabled else "disabled"
-    with connected(get_settings().database_url) as engine:
+    with connected(cli_settings().database_url) as engine:
         if not hashes and not content_ids:
             set_enabled(engine, name, enabled)
             click.echo(f"bank {name} {word}")

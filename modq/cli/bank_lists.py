@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
+from modq.cli.context import cli_settings
 from modq.detectors.hash_lists import FORMATS, ListedHash, format_hash_list, parse_hash_list
-from modq.settings import Settings, get_settings
+from modq.settings import Settings
 from modq.store.banks import add_to_bank, bank_entries
 from modq.store.database import connected
 from modq.store.interface import BankEntry
@@ -43,7 +44,7 @@ def bank_import(name: str, file: Path) -> None:
     FILE holds HMA/ThreatExchange `pdq <hex>` lines, a CSV with a header row (hash, and
     optionally content_id, note, quality, enabled), or one 64-digit hex hash per line. Bad lines
     are reported with their line numbers and skipped; the others are imported."""
-    added, read, errors = import_list(get_settings(), name, file)
+    added, read, errors = import_list(cli_settings(), name, file)
     for line in errors:
         click.echo(f"{file}: {line}", err=True)
     if not read:
@@ -63,7 +64,7 @@ def bank_import(name: str, file: Path) -> None:
 def bank_export(name: str, fmt: str, output: Path | None) -> None:
     """Write bank NAME's hashes to stdout (or --output): `csv` with content ids, notes,
     quality and enabled; `hma` (`pdq <hex>` lines) and `hex` list the enabled hashes."""
-    with connected(get_settings().database_url) as engine:
+    with connected(cli_settings().database_url) as engine:
         entries = bank_entries(engine, name)
     listed = [ListedHash(e.hash, e.content_id, e.note, e.quality, e.enabled) for e in entries]
     text = format_hash_list(listed, fmt)

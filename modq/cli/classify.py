@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from modq.cli.context import cli_settings
 from modq.cli.photos import expand
-from modq.settings import get_settings
 
 
 @click.command()
@@ -32,7 +32,7 @@ def classify(photos: Sequence[Path], top_k: int, detectors: str, progress: bool)
     paths = list(expand(photos))
     names = [d.strip() for d in detectors.split(",") if d.strip()]
     with tqdm(total=len(paths), unit="photo", disable=not progress, file=sys.stderr) as bar:
-        for row in classify_files(paths, get_settings(), top_k=top_k, detectors=names):
+        for row in classify_files(paths, cli_settings(), top_k=top_k, detectors=names):
             click.echo(json.dumps(row))
             sys.stdout.flush()
             bar.update()

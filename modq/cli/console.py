@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from modq.settings import get_settings
+from modq.cli.context import cli_settings
 
 
 @click.command("console")
@@ -21,7 +21,7 @@ def console_cmd(host: str | None, port: int | None) -> None:
 
     from modq.console.app import create_app
 
-    settings = get_settings()
+    settings = cli_settings()
     host = host or settings.console_host
     port = port or settings.console_port
     click.echo(f"modq console on http://{host}:{port}/")
@@ -52,7 +52,7 @@ def users_add(name: str, role: str, password_stdin: bool) -> None:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
-    with connected(get_settings().database_url) as engine:
+    with connected(cli_settings().database_url) as engine:
         created = add_user(engine, name, role, password)
     click.echo(f"user {name} ({role}) {'created' if created else 'updated'}")
 
@@ -63,7 +63,7 @@ def users_list() -> None:
     from modq.store.database import connected
     from modq.store.users import list_users
 
-    with connected(get_settings().database_url) as engine:
+    with connected(cli_settings().database_url) as engine:
         users = list_users(engine)
     for name, role in users:
         click.echo(f"{name}\t{role}")
@@ -88,7 +88,7 @@ def reviews_export(since: datetime, out_dir: Path) -> None:
     under their reason, and labels.jsonl describing every photo."""
     from modq.console.labels import export_labels
 
-    report = export_labels(get_settings(), since.replace(tzinfo=UTC), out_dir)
+    report = export_labels(cli_settings(), since.replace(tzinfo=UTC), out_dir)
     for line in report.skipped:
         click.echo(f"skipped {line}", err=True)
     click.echo(f"exported {report.photos} photos from {report.listings} decisions to {out_dir}")
@@ -100,6 +100,6 @@ def reviews_sync() -> None:
     from modq.store.database import connected
     from modq.store.reviews import sync_review_jobs
 
-    with connected(get_settings().database_url) as engine:
+    with connected(cli_settings().database_url) as engine:
         sync_review_jobs(engine)
     click.echo("review queue synced")

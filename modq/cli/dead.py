@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from modq.settings import get_settings
+from modq.cli.context import cli_settings
 
 _WHICH = click.option(
     "--queue",
@@ -32,7 +32,7 @@ def list_command(which: Any, limit: int, as_json: bool) -> None:
     """Show parked messages, oldest first, without removing them."""
     from modq.ingest.dead import list_parked
 
-    parked = list_parked(get_settings(), which, limit)
+    parked = list_parked(cli_settings(), which, limit)
     for p in parked:
         if as_json:
             click.echo(json.dumps({"queue": p.queue, **p.body}, ensure_ascii=False))
@@ -50,7 +50,7 @@ def replay_command(which: Any, listing_ids: tuple[str, ...]) -> None:
     """Publish parked messages (all, or those of LISTING_IDS) to their queue again."""
     from modq.ingest.dead import replay
 
-    n = replay(get_settings(), set(listing_ids) or None, which)
+    n = replay(cli_settings(), set(listing_ids) or None, which)
     click.echo(f"replayed {n}")
 
 
@@ -64,5 +64,5 @@ def drop_command(which: Any, listing_ids: tuple[str, ...], drop_all: bool) -> No
 
     if not listing_ids and not drop_all:
         raise click.UsageError("name the listings to drop, or pass --all")
-    n = drop(get_settings(), set(listing_ids) or None, which)
+    n = drop(cli_settings(), set(listing_ids) or None, which)
     click.echo(f"dropped {n}")

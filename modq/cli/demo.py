@@ -22,10 +22,11 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from modq.cli.context import cli_settings
 from modq.cli.report import print_verdicts
 from modq.errors import ConfigError
 from modq.ingest.submit_file import submit_lines
-from modq.settings import Settings, get_settings, redacted
+from modq.settings import Settings, redacted
 from modq.store.database import (
     connected,
     database_answers,
@@ -226,4 +227,4 @@ def _summary(rows: list[dict[str, Any]], wrong: set[str]) -> None:
 @click.option("--timeout", type=float, default=600, show_default=True)
 def demo(listings: int, timeout: float) -> None:
     """Moderate sample listings built from the shared photos end to end and print verdicts."""
-    run_demo(get_settings(), listings=listings, timeout_s=timeout)
+    run_demo(cli_settings(), listings=listings, timeout_s=timeout)

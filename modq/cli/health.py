@@ -15,8 +15,8 @@ import urllib.request
 
 import click
 
+from modq.cli.context import cli_settings
 from modq.cli.recover import heartbeat_path, parse_duration
-from modq.settings import get_settings
 
 
 @click.command()
@@ -42,7 +42,7 @@ from modq.settings import get_settings
 def health(url: str | None, heartbeat: bool, max_age: str, timeout: float) -> None:
     """Exit 0 when the service on this host is healthy, 1 (with the reason) when it is not."""
     if heartbeat:
-        path = heartbeat_path(get_settings())
+        path = heartbeat_path(cli_settings())
         if not path.is_file():
             _unhealthy(f"no heartbeat at {path} yet")
         age = time.time() - path.stat().st_mtime
@@ -51,7 +51,7 @@ def health(url: str | None, heartbeat: bool, max_age: str, timeout: float) -> No
         click.echo(f"ok: last recover pass {age:.0f} s ago")
         return
     if url is None:
-        port = get_settings().metrics_port
+        port = cli_settings().metrics_port
         if port is None:
             raise click.UsageError("no --url and no MODQ_METRICS_PORT to find /healthz on")
         url = f"http://127.0.0.1:{port}/healthz"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from modq.settings import Settings, get_settings
+from modq.cli.context import cli_settings
+from modq.settings import Settings
 
 
 def heartbeat_path(settings: Settings) -> Path:
@@ -47,7 +48,7 @@ def recover(older_than: str, limit: int | None, every: str | None) -> None:
     from modq.errors import RetryableError
     from modq.ingest.recover import recover as run_recover
 
-    settings = get_settings()
+    settings = cli_settings()
     while True:
         try:
             report = run_recover(settings, parse_duration(older_than), limit)

@@ -7,7 +7,7 @@ from typing import BinaryIO
 
 import click
 
-from modq.settings import get_settings
+from modq.cli.context import cli_settings
 
 
 @click.command()
@@ -21,7 +21,7 @@ def migrate(revision: str) -> None:
     from modq.store.database import head_revision
     from modq.store.database import migrate as run_migrations
 
-    settings = get_settings()
+    settings = cli_settings()
     reached = run_migrations(settings.database_url, revision)
     head = head_revision()
     where = f"database at {reached}" + (" (head)" if reached == head else "")
@@ -41,7 +41,7 @@ def submit(events_file: BinaryIO, backfill: bool) -> None:
     """
     from modq.ingest.submit_file import submit_lines
 
-    report = submit_lines(events_file, get_settings(), source="backfill" if backfill else "new")
+    report = submit_lines(events_file, cli_settings(), source="backfill" if backfill else "new")
     for line_no, reason in report.rejected:
         click.echo(f"line {line_no}: rejected: {reason}", err=True)
     click.echo(f"queued {report.queued}, rejected {len(report.rejected)}")

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import click
 
-from modq.settings import get_settings
+from modq.cli.context import cli_settings
 
 
 @click.group(invoke_without_command=True)
@@ -36,7 +36,7 @@ def verdicts(
     from modq.store.database import connected
     from modq.store.queries import query_verdicts
 
-    with connected(get_settings().database_url) as engine:
+    with connected(cli_settings().database_url) as engine:
         rows = query_verdicts(
             engine,
             decision=decision,
@@ -77,7 +77,7 @@ def verdicts_diff(
     if from_model is None and from_policy is None:
         raise click.UsageError("give --from-model/--to-model, --from-policy/--to-policy or both")
     old, new = Side(from_model, from_policy), Side(to_model, to_policy)
-    with connected(get_settings().database_url) as engine:
+    with connected(cli_settings().database_url) as engine:
         rows = diff_verdicts(engine, old, new)
     if as_json:
         for row in rows:

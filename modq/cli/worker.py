@@ -8,8 +8,9 @@ import sys
 
 import click
 
-from modq.cli.worker_processes import Supervisor, cores
-from modq.settings import Settings, get_settings
+from modq.cli.context import cli_settings
+from modq.settings import Settings
+from modq.tasks.supervisor import Supervisor, cores
 
 
 def process_count(_ctx: click.Context, param: click.Parameter, value: str) -> int | None:
@@ -92,7 +93,7 @@ def worker(
     task_events: bool,
 ) -> None:
     """Run Celery worker processes: consume listing events, write verdicts."""
-    settings = get_settings()
+    settings = cli_settings()
     if processes is None:
         processes = 1 if gpu is not None or uses_gpu(settings) else cores()
     if processes > 1:

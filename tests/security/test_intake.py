@@ -19,7 +19,7 @@ from modq.cli.main import main
 from modq.domain.envelope import make_body
 from modq.domain.events import ListingEvent
 from modq.ingest.publish import publish_bodies
-from modq.settings import Settings, get_settings
+from modq.settings import Settings
 from modq.store.database import make_engine
 from modq.store.queries import list_rejected, query_verdicts
 from modq.store.schema import intake, rejected_events
@@ -95,9 +95,7 @@ def test_hostile_lines_cost_only_themselves(
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
 
-    get_settings.cache_clear()
     result = CliRunner().invoke(main, ["submit", str(path)], env=settings_env(settings))
-    get_settings.cache_clear()
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     assert result.exit_code == 1  # some lines were rejected
     assert f"queued 1510, rejected {len(attacks)}" in result.output
