@@ -78,7 +78,8 @@ def test_bank_add_match_remove_through_the_worker(
     hit, clean = _moderate(runtime, _event([unrelated, copy], "s1"), _event([unrelated], "s2"))
     assert hit.decision == "reject"
     (reason,) = _banned(hit)
-    assert reason.startswith(f"banned_image: bank {bank}: photo 1: PDQ distance ")
+    assert reason.startswith(f"banned_image: photo 1: banks.{bank} ")
+    assert ": PDQ distance " in reason
     assert f"banks.{bank}" in hit.photos[1].detectors
     assert f"banks.{bank}" not in hit.photos[0].detectors
     assert _banned(clean) == []

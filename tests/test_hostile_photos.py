@@ -76,7 +76,7 @@ def test_hostile_photos_cost_only_themselves(runtime: Runtime, photo_root: Path)
     verdicts = moderate(events, runtime)
     for verdict, fragment in zip(verdicts, cases, strict=False):
         assert verdict.decision == "review", verdict
-        assert fragment in verdict.reasons[0].detail, (fragment, verdict.reasons)
+        assert fragment in verdict.reasons[0].text(), (fragment, verdict.reasons)
         assert verdict.photos[1].ok and verdict.best_photo == 1
     assert verdicts[0].photos[0].error_code == "image_blank"
     assert verdicts[-1].decision == "review"  # blank photos are never approved
