@@ -65,8 +65,11 @@ def instrument(rt: Any, stages: Stages) -> None:
     from modq.policy import detector_rules, policy
 
     sized: Any = None
-    with contextlib.suppress(ImportError):
-        sized = importlib.import_module("modq.pipeline.sized")
+    for where in ("modq.pipeline.sized", "modq.pipeline.photos"):  # photos: after issue 24
+        with contextlib.suppress(ImportError):
+            found = importlib.import_module(where)
+            if sized is None and hasattr(found, "load_photo"):
+                sized = found
     for module in (mod, sized):
         for attr, name in (("decode_image", "decode"), ("preprocess", "classifier input")):
             if module is not None and hasattr(module, attr):

@@ -18,7 +18,7 @@ from modq.cli.main import main
 from modq.detectors.hash_lists import format_hash_list, parse_hash_list
 from modq.domain.events import ListingEvent
 from modq.domain.verdicts import Verdict
-from modq.pipeline import sized
+from modq.pipeline import photos as pipeline_photos
 from modq.pipeline.moderate import handle_messages
 from modq.pipeline.runtime import Runtime
 from modq.settings import Settings
@@ -155,7 +155,7 @@ def test_rotated_upload_of_an_imported_hash_is_rejected_with_provenance(
     rotated = tmp_path / "rotated.jpg"
     big.transpose(Image.Transpose.ROTATE_90).resize((900, 1200)).save(rotated, "JPEG", quality=70)
     # Whatever size the model decodes at, the worker's hash is the bytes' one.
-    monkeypatch.setattr(sized, "decode_side", lambda rt, category: 736)
+    monkeypatch.setattr(pipeline_photos, "decode_side", lambda rt, category: 736)
     rt = Runtime.build(settings, stores=open_stores(settings.database_url))
     try:
         (hit,) = _moderate(rt, _event([rotated], "s1"))

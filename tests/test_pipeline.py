@@ -13,8 +13,8 @@ from sqlalchemy.engine import Engine
 from modq.detectors.hashing import hamming
 from modq.domain.events import ListingEvent
 from modq.pipeline.moderate import handle_messages, moderate
+from modq.pipeline.photos import decode_side, load_photo
 from modq.pipeline.runtime import Runtime
-from modq.pipeline.sized import decode_side, load_photo
 from modq.settings import Settings
 from modq.store.database import make_engine
 from modq.store.queries import list_rejected, query_verdicts

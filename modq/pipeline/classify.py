@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from modq.errors import PhotoFetchError, PhotoTooLargeError
-from modq.pipeline.photos import PhotoOutcome, infer_photos
+from modq.pipeline.photos import Photo, infer_photos
 from modq.pipeline.runtime import Runtime
 from modq.settings import Settings
 
@@ -57,7 +57,7 @@ def classify_files(
         rt.close()
 
 
-def _row(photo: str, out: PhotoOutcome, labels: Sequence[str], top_k: int) -> dict[str, Any]:
+def _row(photo: str, out: Photo, labels: Sequence[str], top_k: int) -> dict[str, Any]:
     row: dict[str, Any] = {"photo": photo}
     if out.probs is None:
         row["error"] = f"{getattr(out.error, 'code', 'image_unreadable')}: {out.error}"

@@ -20,7 +20,7 @@ from modq.domain.envelope import rejected as rejected_body
 from modq.domain.events import ListingEvent, latest_versions, parse_event
 from modq.domain.verdicts import PhotoResult, RejectedEvent, Source, Verdict
 from modq.errors import ConfigError, EventError, PhotoError
-from modq.pipeline.photos import PhotoOutcome, infer_photos
+from modq.pipeline.photos import Photo, infer_photos
 from modq.pipeline.runtime import Runtime
 
 
@@ -29,7 +29,7 @@ def moderate(events: Sequence[ListingEvent], rt: Runtime, source: Source = "new"
     started = time.perf_counter()
     deadline = time.monotonic() + rt.settings.batch_deadline_s
     refs = [(n, i, ref) for n, event in enumerate(events) for i, ref in enumerate(event.images)]
-    outcomes: dict[tuple[int, int], PhotoOutcome] = {}
+    outcomes: dict[tuple[int, int], Photo] = {}
     categories = [events[n].declared_category for n, _, _ in refs]
     for pos, outcome in infer_photos([ref for _, _, ref in refs], rt, categories, deadline):
         n, i, _ = refs[pos]
@@ -75,7 +75,7 @@ def moderate(events: Sequence[ListingEvent], rt: Runtime, source: Source = "new"
 
 
 def _check_banks(
-    events: Sequence[ListingEvent], outcomes: dict[tuple[int, int], PhotoOutcome], rt: Runtime
+    events: Sequence[ListingEvent], outcomes: dict[tuple[int, int], Photo], rt: Runtime
 ) -> dict[tuple[int, int], PhotoMatches]:
     """Image-bank and duplicate-photo matches of the photos that have a PDQ hash, by
     (event, photo); the outcomes are left as they are (the verdict's photo merges both)."""
@@ -96,7 +96,7 @@ def _check_banks(
 def _photo_result(
     index: int,
     ref: str,
-    out: PhotoOutcome,
+    out: Photo,
     matched: PhotoMatches | None,
     event: ListingEvent,
     labels: Sequence[str],

@@ -37,7 +37,7 @@ class Runtime:
     verdict_store: VerdictStore | None = None
     detectors: Sequence[Detector] = ()
     banks: BankMatcher | None = None  # PDQ image banks + duplicate photos; needs a store
-    # Runs the image detectors' models while the classifier runs (pipeline/sized.py).
+    # Runs the image detectors' models while the classifier runs (pipeline/photos.py).
     infer_pool: ThreadPoolExecutor | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -54,7 +54,7 @@ class Runtime:
         and photo hashes go; without them nothing is stored and image banks are off. `read`
         replaces the fetcher's policy-checked reader (modq classify reads the files its user
         named); `detectors` overrides the `detectors` setting."""
-        # The detectors' models run beside the classifier (pipeline/sized.py): the classifier
+        # The detectors' models run beside the classifier (pipeline/photos.py): the classifier
         # may use every core; each detector half of them while the fp32 classifier is the
         # longest, every core once the int8 one is shorter than open_nsfw (docs/performance.md).
         int8 = settings.classifier_precision == "int8"
