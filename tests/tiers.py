@@ -61,6 +61,9 @@ INTEGRATION_NAMES = frozenset(
         "Popen",
         "running_worker",
         "live_console",
+        "build_detectors",  # the shipped detector models (open_nsfw, OCR)
+        "NudityDetector",
+        "ContactsDetector",
     }
 )
 # Directories whose tests are system tests whatever they use.
