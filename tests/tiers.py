@@ -47,24 +47,22 @@ INTEGRATION_FIXTURES = frozenset(
 )
 # Names in the code of a test, its fixtures or the tests/ helpers they call.
 SYSTEM_NAMES = frozenset({"sync_playwright", "async_playwright", "PostgresCluster"})
-INTEGRATION_NAMES = frozenset(
-    {
-        "create_database",  # a throwaway PostgreSQL database
-        "drop_database",
-        "PG_ADMIN_URL",
-        "REDIS_TEST_URL",
-        "open_stores",  # the SQL stores behind a URL
-        "Redis",  # redis.Redis / StrictRedis clients
-        "StrictRedis",
-        "RedisServer",  # a redis-server of the test's own
-        "subprocess",  # any child process: the CLI, a worker, a compiler
-        "Popen",
-        "running_worker",
-        "live_console",
-        "build_detectors",  # the shipped detector models (open_nsfw, OCR)
-        "NudityDetector",
-        "ContactsDetector",
-    }
+INTEGRATION_NAMES = (  # the most telling first: the first found is the reason given
+    "running_worker",  # a worker process (tests/workerkit.py)
+    "live_console",  # the console on a migrated PostgreSQL (tests/console_server.py)
+    "RedisServer",  # a redis-server of the test's own
+    "create_database",  # a throwaway PostgreSQL database
+    "drop_database",
+    "open_stores",  # the SQL stores behind a URL
+    "PG_ADMIN_URL",
+    "REDIS_TEST_URL",
+    "Redis",  # redis.Redis / StrictRedis clients
+    "StrictRedis",
+    "build_detectors",  # the shipped detector models (open_nsfw, OCR)
+    "NudityDetector",
+    "ContactsDetector",
+    "subprocess",  # any child process: the CLI, a compiler
+    "Popen",
 )
 # Directories whose tests are system tests whatever they use.
 SYSTEM_DIRS = (TESTS_DIR / "faults",)
@@ -248,7 +246,7 @@ def inferred(item: pytest.Item) -> tuple[str, str]:
             return INTEGRATION, f"imports {name} (imports {heavy}), the train extra"
     if hit := sorted(fixtures & INTEGRATION_FIXTURES):
         return INTEGRATION, f"fixture {hit[0]}"
-    if hit := sorted(names & INTEGRATION_NAMES):
+    if hit := [name for name in INTEGRATION_NAMES if name in names]:
         return INTEGRATION, f"uses {hit[0]}"
     return UNIT, "uses no service"
 
