@@ -7,13 +7,15 @@
 - `system`: a browser, fault injection (tests/faults), the wheel installed in a fresh
   virtualenv, the demo, training end to end: the slow whole-system checks.
 
-`classify` reads an item's fixtures (the whole closure of what it requests) and the code of
-its test function, of those fixtures and of every helper in tests/ they call, looking for the
-names below. A test says its tier with a marker only where that cannot tell
+`classify` reads an item's directory, its module's imports (torch and friends mean the train
+extra), its fixtures (the whole closure of what it requests) and the code of its test
+function, of those fixtures and of every helper in tests/ they call, looking for the names
+below. A test says its tier with a marker only where that cannot tell
 (`pytestmark = pytest.mark.system` in a module, or `@pytest.mark.integration`). The explicit
 marker wins; the guard below catches one that lies.
 
-The guard: while a `unit` item runs (setup, call and teardown), connecting to PostgreSQL or
+The guard: while a `unit` item is set up and runs (not its teardown, which may also tear
+down an earlier integration test's module fixtures), connecting to PostgreSQL or
 Redis, connecting anywhere but loopback, starting a process, or opening anything under the
 datasets directory raises `TierViolation`, and the item fails even if the code under test
 caught that error. A mis-tiered test fails at once instead of quietly making the tier slow.
@@ -36,7 +38,6 @@ import pytest
 
 UNIT, INTEGRATION, SYSTEM = "unit", "integration", "system"
 TIERS = (UNIT, INTEGRATION, SYSTEM)
-RANK = {UNIT: 0, INTEGRATION: 1, SYSTEM: 2}
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -143,7 +144,8 @@ def _fixture_defs(item: pytest.Item, name: str) -> Iterable[Any]:
 # the train extra only (`make install-train`). A test module that imports them, itself or
 # through training/, is not unit, and a unit-only run does not even import it.
 HEAVY_ROOTS = frozenset({"torch", "torchvision", "sklearn"})
-LOCAL_ROOTS = ("training", "tests", "modq")
+# modq itself never imports them (tests/test_layout.py holds the worker to that): not followed.
+LOCAL_ROOTS = ("training", "tests")
 REPO_ROOT = TESTS_DIR.parent
 _heavy_cache: dict[Path, str | None] = {}
 
@@ -193,7 +195,10 @@ def heavy_import(path: Path) -> str | None:
         tree = ast.parse(path.read_text(), str(path))
     except (OSError, SyntaxError):
         return None
-    package = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts[:-1])
+    try:
+        package = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts[:-1])
+    except ValueError:  # outside the checkout: relative imports lead nowhere we follow
+        package = ""
     for name in _top_level_imports(tree, package):
         if name.split(".")[0] in HEAVY_ROOTS:
             found = name
@@ -282,14 +287,15 @@ class Guard:
     plus a wrapper round the PostgreSQL driver, whose libpq connects outside Python's socket
     module and so outside the audit events."""
 
-    def __init__(self, service_ports: set[int], datasets_dir: Path) -> None:
+    def __init__(self, service_ports: set[int], datasets_dir: Path, driver: bool = True) -> None:
         self.ports = service_ports
         self.datasets = str(datasets_dir.resolve())
         self.armed: str | None = None  # the nodeid of the unit item running
         self.bystanders: set[int | None] = set()
         self.violations: list[str] = []
         sys.addaudithook(self._audit)
-        self._wrap_psycopg2()
+        if driver:
+            self._wrap_psycopg2()
 
     def arm(self, nodeid: str) -> None:
         self.violations = []
