@@ -43,7 +43,7 @@ test: install-train test-services lint typecheck
 	$(BIN)/pytest
 
 # The unit tier, run on every change: no PostgreSQL, Redis, datasets, browser or child
-# process (a test that reaches one fails), no torch; under a minute (docs/testing.md).
+# process (a test that reaches one fails), no torch: about 23 s of CPU (docs/testing.md).
 test-fast: install
 	$(BIN)/pytest -m unit -q
 
