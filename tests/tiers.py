@@ -211,8 +211,10 @@ def heavy_import(path: Path) -> str | None:
 
 
 def _explicit(item: pytest.Item) -> str | None:
-    found = [m.name for m in item.iter_markers() if m.name in TIERS]
-    return found[0] if found else None  # the closest marker (function over module)
+    found = {m.name for m in item.iter_markers() if m.name in TIERS}
+    if len(found) > 1:  # -m would select it twice over: one tier per test
+        raise pytest.UsageError(f"{item.nodeid} is marked {' and '.join(sorted(found))}")
+    return found.pop() if found else None
 
 
 def inferred(item: pytest.Item) -> tuple[str, str]:
