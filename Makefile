@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Real photos live beside the repository and are never copied into it.
 export MODQ_DATASETS_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: install install-train demo test test-services soak lint format typecheck model bench bench-gpu bench-gpu-dry wheel clean
+.PHONY: install install-train demo test test-fast test-integration test-system test-services soak lint format typecheck model bench bench-gpu bench-gpu-dry wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,22 @@ typecheck: install
 test-services:
 	bash scripts/test-services.sh
 
+# Every tier (unit, integration, system): what CI runs (.ci/run) and what a merge must pass.
 test: install-train test-services lint typecheck
 	$(BIN)/pytest
+
+# The unit tier, run on every change: no PostgreSQL, Redis, datasets, browser or child
+# process (a test that reaches one fails), no torch: about 23 s of CPU (docs/testing.md).
+test-fast: install
+	$(BIN)/pytest -m unit -q
+
+# PostgreSQL, Redis, worker processes, the shipped models and the datasets.
+test-integration: install-train test-services
+	$(BIN)/pytest -m integration
+
+# The browser, fault injection, the installed wheel, the demo, training end to end.
+test-system: install-train test-services
+	$(BIN)/pytest -m system
 
 # The wheel operators install (models, policy and migrations inside): dist/modq-*.whl.
 wheel: install

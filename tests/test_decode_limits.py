@@ -44,6 +44,7 @@ def two_tone(size: tuple[int, int], mode: str = "RGB") -> Image.Image:
 # -- large photos are kept small ----------------------------------------------------------------
 
 
+@pytest.mark.integration  # a decoding stress test (5 s of CPU): kept out of make test-fast
 def test_a_7000x7000_png_comes_back_at_the_size_the_model_needs() -> None:
     data = encode(two_tone((7000, 7000)), "PNG")
     assert len(data) < 400_000  # small on disk, 49 megapixels decoded

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.system  # `modq demo` end to end: a real worker process on the shipped model
 def test_demo_runs_on_the_embedded_fallback_and_writes_only_its_data_dir(
     tmp_path: Path, datasets_dir: Path, shipped_model: Path
 ) -> None:

@@ -182,6 +182,7 @@ def test_pdq_quality_is_low_for_a_flat_photo() -> None:
     assert pdq_hash(Image.new("RGB", (400, 300), (200, 200, 200))).quality < 50
 
 
+@pytest.mark.integration  # a brute-force check over 5,000 hashes: kept out of make test-fast
 def test_hash_index_finds_exactly_the_pairs_within_the_distance() -> None:
     rng = np.random.default_rng(7)
     bank = rng.integers(0, 256, (5000, 32), dtype=np.uint8)

@@ -77,6 +77,7 @@ def test_pdq_hash_uses_it(photos: list[U8]) -> None:
     assert (digest.hex, digest.quality, list(digest.dihedral)) == (hashes[0].hex(), quality, hashes)
 
 
+@pytest.mark.integration  # seconds of hashing and timing-sensitive: kept out of make test-fast
 def test_other_threads_run_while_a_hash_is_computed() -> None:
     """Python code on another thread makes progress during the C++ call (the binding would
     hold the GIL for all of it: the counter would stay near zero)."""

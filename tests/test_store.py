@@ -266,6 +266,7 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.integration  # the PostgreSQL driver, against a closed port
 def test_unreachable_database_raises_store_unavailable() -> None:
     engine = make_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{_closed_port()}/modq")
     with pytest.raises(StoreUnavailable, match="database unavailable while saving 1 verdicts"):

@@ -24,6 +24,9 @@ import pytest
 from modq.settings import REPO_ROOT
 from tests.conftest import create_database, drop_database
 
+# The wheel built and installed into a fresh virtualenv, then run: the whole product.
+pytestmark = pytest.mark.system
+
 # System libraries a GUI build of OpenCV needs; python:3.11-slim has none of them.
 GUI_LIBRARIES = ("libGL", "libEGL", "libX11", "libxcb", "libgthread", "libglib", "libQt")
 
