@@ -24,8 +24,7 @@ from PIL import Image
 
 from modq.detectors.hashing import hamming, pdq_hash
 from modq.domain.preprocess import PreprocessSpec
-from modq.pipeline.decode import decode_image
-from modq.pipeline.sized import fixed_pdq_hash
+from modq.pipeline.decode import decode_image, photo_hash
 from modq.settings import get_settings
 
 
@@ -50,9 +49,9 @@ def main() -> None:
         t0 = time.perf_counter()
         old = pdq_hash(large)
         t1 = time.perf_counter()
-        new_large = fixed_pdq_hash(large)
+        new_large = photo_hash(large, data, settings.max_image_pixels)
         t2 = time.perf_counter()
-        new_small = fixed_pdq_hash(small)
+        new_small = photo_hash(small, data, settings.max_image_pixels)
         t_old, t_new = t_old + t1 - t0, t_new + time.perf_counter() - t2
         sizes.append(hamming(new_small.bytes, new_large.bytes))
         old_new.append(hamming(old.bytes, new_small.bytes))

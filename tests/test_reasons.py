@@ -142,22 +142,7 @@ def test_every_code_routes_to_a_queue_the_console_shows(code: str) -> None:
     assert info(code).severity > 0 and info(code).title
 
 
-@pytest.mark.parametrize(
-    "code",
-    [
-        pytest.param(
-            c,
-            marks=pytest.mark.xfail(
-                reason="issue 24: review.route sends detector_error to 'other' until it reads "
-                "the one list of codes",
-                strict=False,
-            ),
-        )
-        if c == "detector_error"
-        else c
-        for c in sorted(CODES)
-    ],
-)
+@pytest.mark.parametrize("code", sorted(CODES))
 def test_routing_agrees_with_the_one_list_of_codes(code: str) -> None:
     assert route(code) == (info(code).queue, info(code).severity)
 
