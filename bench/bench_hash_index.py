@@ -295,9 +295,9 @@ def run_batches(
     """Batch times without and with a refresh due, the two alternating `rounds` times (the
     matcher adopts the built index)."""
     modes = [
-        ("no_refresh_due", 3600.0, "low"),
-        ("refresh_every_1s", 1.0, "low"),
-        ("refresh_every_1s_builder_normal_priority", 1.0, "normal"),
+        ("no_refresh_due", 3600.0, "normal"),
+        ("refresh_every_1s", 1.0, "normal"),
+        ("refresh_every_1s_builder_nice_19", 1.0, "low"),
     ]
     out: dict[str, Any] = {label: [] for label, _, _ in modes}
     rng = np.random.default_rng(6)

@@ -19,6 +19,8 @@ Memory is about 360 bytes per hash (~360 MB per million); the compact layout (`c
 drops the inline words, ~100 bytes per hash, and reads each candidate's hash from the hash
 rows instead (slower: a random access per candidate, prefetched a bucket at a time). Hashes
 added after the build go to a small delta scanned by brute force until the next rebuild.
+Past ~2M hashes the wide layout (`modq.detectors.mih_wide`: 11 tables, longer keys) reads far
+fewer candidates than either, in less memory than compact.
 Distances above 31 lose the pigeonhole guarantee and are served by brute force over everything.
 """
 

@@ -75,16 +75,17 @@ class PdqKind:
 
     key: tuple[str, ...] = ("listing", "photo_index")
 
-    def __init__(self, layout: str = "fast") -> None:
+    def __init__(self, layout: str = "fast", wide_min_rows: int = WIDE_MIN_ROWS) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"unknown photo index layout {layout!r}; one of {LAYOUTS}")
         self.layout = layout
+        self.wide_min_rows = wide_min_rows
         self.name = "pdq" if layout == "fast" else f"pdq-{layout}"
 
     def build(self, rows: Columns) -> Columns:
         hashes = np.asarray(rows["hash"])
         layout = self.layout
-        if layout == "wide" and len(hashes) < WIDE_MIN_ROWS:
+        if layout == "wide" and len(hashes) < self.wide_min_rows:
             # Below ~2M rows the 16-bit tables probe less than they scan: compact is faster
             # there (bench/bench_mih.py), and searching mixes layouts freely per segment.
             layout = "compact"
