@@ -107,9 +107,10 @@ class Settings(BaseSettings):
     # recent-photo index (the rows above its watermark), in a background thread; 0: in every
     # batch (tests). The index lives in data_dir/indexes, one per host (docs/scaling.md).
     bank_refresh_s: float = 60.0
-    # The recent-photo index's layout: "fast" (~390 bytes a hash) or "compact" (~130 bytes a
-    # hash, slower lookups); docs/scaling.md has both measured.
-    photo_index_layout: Literal["fast", "compact"] = "fast"
+    # The recent-photo index's layout: "fast" (~390 bytes a hash), "compact" (~130 bytes a
+    # hash, slower lookups) or "wide" (~102 bytes a hash at 10M, 4-6x compact's lookups
+    # there; compact below 2M hashes); docs/scaling.md has them measured.
+    photo_index_layout: Literal["fast", "compact", "wide"] = "fast"
 
     # Inference: "auto" picks TensorRT (if `tensorrt`), CUDA, then CPU from what ORT offers.
     providers: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"

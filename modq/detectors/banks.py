@@ -54,8 +54,12 @@ class BankConfig:
     min_quality: int = 50
     duplicate_window_days: float = 30.0
     refresh_s: float = 60.0
-    # The recent-photo index's layout (modq.detectors.mih): fast, or a third of the memory.
-    compact_index: bool = False
+    # The recent-photo index's layout (modq.detectors.mih): "fast", "compact" (a third of the
+    # memory) or "wide" (less memory than compact, 4-6x its lookups at 10M hashes).
+    index_layout: str = "fast"
+    # Probes per chunk of the duplicate check's search: None is exact to `max_distance`
+    # (up to 31); fewer probes trade recall for speed (HashIndex.search, docs/scaling.md).
+    duplicate_radius: int | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ class BankMatcher:
         self.config = config
         self.photos = SharedIndex(
             index_dir / "photos",
-            PdqKind(config.compact_index),
+            PdqKind(config.index_layout),
             PhotoFeed(store, config.duplicate_window_days, config.min_quality),
             config.duplicate_window_days * 86400.0,
         )
@@ -218,7 +222,7 @@ class BankMatcher:
         cutoff = self.photos.clock() - self.photos.window_s
         found = [
             (qs, ds, rows["listing"][js], rows["seller"][js], rows["seen"][js] >= cutoff)
-            for rows, qs, js, ds in search(view, queries, cfg.max_distance)
+            for rows, qs, js, ds in search(view, queries, cfg.max_distance, cfg.duplicate_radius)
         ]
         with self._own_lock:
             own = self._own = self._own.above(view.watermark)

@@ -19,6 +19,8 @@ Memory is about 360 bytes per hash (~360 MB per million); the compact layout (`c
 drops the inline words, ~100 bytes per hash, and reads each candidate's hash from the hash
 rows instead (slower: a random access per candidate, prefetched a bucket at a time). Hashes
 added after the build go to a small delta scanned by brute force until the next rebuild.
+Past ~2M hashes the wide layout (`modq.detectors.mih_wide`: 11 tables, longer keys) reads far
+fewer candidates than either, in less memory than compact.
 Distances above 31 lose the pigeonhole guarantee and are served by brute force over everything.
 """
 
@@ -283,13 +285,26 @@ def _as_matrix(hashes: U8) -> U8:
     return arr
 
 
-class HashIndex:
-    """All hashes within a Hamming distance of each query. Ids are row numbers, in add order."""
+LAYOUTS = ("fast", "compact", "wide")
 
-    def __init__(self, hashes: U8 | None = None, compact: bool = False) -> None:
+
+class HashIndex:
+    """All hashes within a Hamming distance of each query. Ids are row numbers, in add order.
+
+    Layouts: "fast" (16 tables with inline words), "compact" (16 tables of ids only: a
+    random access per candidate), "wide" (11 tables with longer keys,
+    `modq.detectors.mih_wide`: far fewer candidates in large indexes)."""
+
+    def __init__(
+        self, hashes: U8 | None = None, compact: bool = False, layout: str | None = None
+    ) -> None:
+        self.layout = layout or ("compact" if compact else "fast")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}; one of {LAYOUTS}")
         # compact: no inline words (64 instead of 320 bytes of tables per hash); candidates
         # are checked against the hash rows, a random access each.
-        self.compact = compact
+        self.compact = self.layout != "fast"
+        self._wide: dict[str, npt.NDArray[Any]] = {}
         self._main = np.zeros((0, HASH_BYTES), np.uint8)
         self._delta: list[U8] = []
         self._delta_rows = 0
@@ -301,6 +316,12 @@ class HashIndex:
     def _build(self, hashes: U8) -> None:
         n = len(hashes)
         self._main = hashes
+        self._delta, self._delta_rows = [], 0
+        if self.layout == "wide":
+            from modq.detectors import mih_wide
+
+            self._wide = mih_wide.build(hashes)
+            return
         chunks = hashes.view(">u2")  # (n, 16) chunk values, one column at a time below
         u64 = hashes.view(np.uint64)
         self._offsets = np.zeros((CHUNKS, 65537), np.int64)
@@ -326,6 +347,8 @@ class HashIndex:
         that `from_arrays` maps back; folds the delta in first."""
         if self._delta:
             self._build(np.concatenate([self._main, *self._delta]))
+        if self.layout == "wide":
+            return dict(self._wide)
         arrays: dict[str, npt.NDArray[Any]] = {
             "offsets": self._offsets, "ids": self._ids, "inline": self._inline
         }  # fmt: skip
@@ -340,6 +363,11 @@ class HashIndex:
         index = cls.__new__(cls)
         index._main = hashes
         index.compact = "inline" not in arrays
+        index.layout = "wide" if "wide_ids" in arrays else "compact" if index.compact else "fast"
+        index._wide = dict(arrays) if index.layout == "wide" else {}
+        if index.layout == "wide":
+            index._delta, index._delta_rows = [], 0
+            return index
         empty = np.zeros((0, 2), np.uint64)
         index._offsets, index._ids, index._inline = (
             arrays["offsets"], arrays["ids"], arrays.get("inline", empty)
@@ -356,14 +384,18 @@ class HashIndex:
             self._build(np.concatenate([self._main, *self._delta]))
 
     def search(
-        self, queries: U8, max_distance: int = MAX_INDEXED_DISTANCE, radius: int = 1
+        self, queries: U8, max_distance: int = MAX_INDEXED_DISTANCE, radius: int | None = None
     ) -> Matches:
         """(query row, hash id, distance) of every pair within `max_distance`.
 
-        `radius=1` is exact; `radius=0` is exact to distance 15 and probes 17x fewer buckets
-        (see the module docstring)."""
-        if radius not in (0, 1):
-            raise ValueError(f"radius must be 0 or 1, got {radius}")
+        `radius` is how many flipped bits are probed per chunk; None is exact to 31 in every
+        layout (1 in fast and compact, 2 in wide). Fewer probes miss some pairs: `radius=0`
+        is exact to distance 15 with 17x fewer probes (fast, compact) or exact to 10 (wide);
+        `radius=1` in wide is exact to 21 (see the module docstrings for the recall)."""
+        exact = 2 if self.layout == "wide" else 1
+        radius = exact if radius is None else radius
+        if not 0 <= radius <= exact:
+            raise ValueError(f"radius must be 0..{exact} in the {self.layout} layout: {radius}")
         q = _as_matrix(queries)
         delta = np.concatenate(self._delta) if self._delta else self._main[:0]
         if max_distance > MAX_INDEXED_DISTANCE:
@@ -379,7 +411,11 @@ class HashIndex:
         capacity = 64 + 4 * len(q)
         while True:
             out = [np.empty(capacity, np.int64) for _ in range(3)]
-            if self.compact:
+            if self.layout == "wide":
+                from modq.detectors import mih_wide
+
+                n = mih_wide.search(q, self._main, self._wide, max_distance, radius, out)
+            elif self.compact:
                 n = _search_compact(
                     q.view(np.uint64), q, self._offsets, self._ids, self._main.view(np.uint64),
                     self._main, max_distance, radius, *out,

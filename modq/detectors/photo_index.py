@@ -19,12 +19,13 @@ import numpy as np
 import numpy.typing as npt
 
 from modq.detectors.hashing import HASH_BYTES
-from modq.detectors.mih import U8, HashIndex, _brute_force
+from modq.detectors.mih import LAYOUTS, U8, HashIndex, _brute_force
 from modq.detectors.segments import Columns
 from modq.detectors.shared_index import View
 from modq.store.interface import BankStore, PhotoRows
 
 I64 = npt.NDArray[np.int64]
+WIDE_MIN_ROWS = 2_000_000
 ROW_COLUMNS = ("hash", "listing", "seller", "photo_index", "seq", "seen")
 
 
@@ -69,27 +70,39 @@ def bytes_per_row(view: View) -> float:
 
 
 class PdqKind:
-    """PDQ hashes searched within a Hamming distance (the `IndexKind` of this module), in the
-    fast or the compact layout of `modq.detectors.mih` (a change of layout rebuilds)."""
+    """PDQ hashes searched within a Hamming distance (the `IndexKind` of this module), in one
+    of the layouts of `modq.detectors.mih` (a change of layout rebuilds)."""
 
     key: tuple[str, ...] = ("listing", "photo_index")
 
-    def __init__(self, compact: bool = False) -> None:
-        self.compact = compact
-        self.name = "pdq-compact" if compact else "pdq"
+    def __init__(self, layout: str = "fast", wide_min_rows: int = WIDE_MIN_ROWS) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown photo index layout {layout!r}; one of {LAYOUTS}")
+        self.layout = layout
+        self.wide_min_rows = wide_min_rows
+        self.name = "pdq" if layout == "fast" else f"pdq-{layout}"
 
     def build(self, rows: Columns) -> Columns:
-        return HashIndex(np.asarray(rows["hash"]), compact=self.compact).arrays()
+        hashes = np.asarray(rows["hash"])
+        layout = self.layout
+        if layout == "wide" and len(hashes) < self.wide_min_rows:
+            # Below ~2M rows the 16-bit tables probe less than they scan: compact is faster
+            # there (bench/bench_mih.py), and searching mixes layouts freely per segment.
+            layout = "compact"
+        return HashIndex(hashes, layout=layout).arrays()
 
     def open(self, rows: Columns, structure: Columns) -> Any:
         return HashIndex.from_arrays(rows["hash"], structure) if structure else None
 
 
-def search(view: View, queries: U8, max_distance: int) -> Iterator[tuple[Columns, I64, I64, I64]]:
-    """Per segment: (its rows, query row, segment row, distance) of every pair within reach."""
+def search(
+    view: View, queries: U8, max_distance: int, radius: int | None = None
+) -> Iterator[tuple[Columns, I64, I64, I64]]:
+    """Per segment: (its rows, query row, segment row, distance) of every pair within reach
+    (all of them when `radius` is None; see `HashIndex.search` for fewer probes)."""
     for seg in view.segments:
         if seg.searcher is not None:
-            qs, js, ds = seg.searcher.search(queries, max_distance)
+            qs, js, ds = seg.searcher.search(queries, max_distance, radius)
         else:
             qs, js, ds = _brute_force(queries, np.asarray(seg.rows["hash"]), max_distance, 0)
         if len(qs):

@@ -81,7 +81,7 @@ class Runtime:
                 rules.min_quality,
                 rules.duplicate_window_days,
                 settings.bank_refresh_s,
-                settings.photo_index_layout == "compact",
+                settings.photo_index_layout,
             )
             # One photo index per host: every process with this data_dir maps the same files.
             banks = BankMatcher(stores.banks, config, settings.data_dir / "indexes")
