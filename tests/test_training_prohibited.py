@@ -14,8 +14,8 @@ from PIL import Image
 
 from modq.domain.contract import ModelContract
 from training import TrainingError
-from training.prohibited import softmax_scores
 from training.prohibited_data import Photos, crop_square, scan_boxes, size_bucket
+from training.prohibited_fit import softmax_scores
 from training.prohibited_graph import DETECTOR, OUTPUT, graft
 
 from .modelkit import listing_labels
