@@ -133,6 +133,7 @@ def prohibited_oof(model: Path, data: Path, benign: Path, oof_dir: Path, cache: 
         raise TrainingError(f"{model} records no prohibited head")
     recipe = info.get("recipe", {})
     refit = cache / "refit" / model.name
+    refit.parent.mkdir(parents=True, exist_ok=True)
     train_head(
         model, data, benign, refit, list(info["labels"]), cache,
         seed=recipe.get("seed", 0), features=info["features"], crops=recipe.get("crops", False),
