@@ -194,6 +194,8 @@ def test_head_records_its_recipe_and_oof_scores_that_a_refit_rebuilds(
     assert result.exit_code == 0, result.output
     again = load_oof(out, tmp_path / "oof")
     assert again is not None and np.array_equal(again[2], scores)
+    result = CliRunner().invoke(prohibited_oof, ["--model", str(out), *common])
+    assert result.exit_code == 0 and "already in" in result.output
 
     # A head the recipe does not give (here: nudged weights) is refused, not guessed at.
     proto = onnx.load(str(out))

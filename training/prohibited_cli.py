@@ -126,7 +126,11 @@ def prohibited_oof(model: Path, data: Path, benign: Path, oof_dir: Path, cache: 
     """Out-of-fold scores of MODEL's head for the ship gate: refit the recipe its contract
     records and check the refit is the head in the file, else refuse."""
     from training.prohibited import _session
+    from training.prohibited_oof import load_oof
 
+    if load_oof(model, oof_dir) is not None:  # same weights, same scores: 20 minutes saved
+        click.echo(f"out-of-fold scores of {model} already in {oof_dir}")
+        return
     _, contract = _session(model)
     info = contract.training.get(DETECTOR)
     if not info:
