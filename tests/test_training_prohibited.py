@@ -14,11 +14,11 @@ from PIL import Image
 
 from modq.domain.contract import ModelContract
 from training import TrainingError
-from training.prohibited import softmax_scores
 from training.prohibited_data import Photos, crop_square, scan_boxes, size_bucket
+from training.prohibited_fit import softmax_scores
 from training.prohibited_graph import DETECTOR, OUTPUT, graft
 
-from .modelkit import listing_labels
+from .modelkit import build_tiny_model, listing_labels
 
 LABELS = ["firearm", "knife", "drugs", "tobacco"]
 CHANNELS = 8
@@ -132,3 +132,75 @@ def test_box_crops(tmp_path: Path) -> None:
     assert crop_square(img, crops[0].box, 1.25).size == (25, 25)
     assert size_bucket(None) == "no boxes" and size_bucket(0.5).startswith("product")
     assert size_bucket(0.01).startswith("scene")
+
+
+def _photo(path: Path, rgb: tuple[int, int, int], i: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shade = tuple(min(255, c + 3 * i) for c in rgb)
+    Image.new("RGB", (64 + i, 64), shade).save(path, quality=95)
+
+
+@pytest.fixture(scope="module")
+def tiny_sets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """prohibited-v2 and listings-v1 look-alikes of flat colours: one colour per label."""
+    root = tmp_path_factory.mktemp("sets")
+    colours = {"firearm": (200, 0, 0), "knife": (0, 200, 0), "drugs": (0, 0, 200),
+               "tobacco": (200, 200, 0), "benign": (90, 90, 90)}  # fmt: skip
+    for split, n in (("train", 10), ("val", 3)):
+        for label, rgb in colours.items():
+            for i in range(n):
+                _photo(root / "prohibited-v2" / split / label / f"{i}.jpg", rgb, i)
+        for j, label in enumerate(listing_labels()[:3]):
+            for i in range(n):
+                _photo(root / "listings-v1" / split / label / f"{i}.jpg", (30 * j, 120, 160), i)
+    return root
+
+
+def test_head_records_its_recipe_and_oof_scores_that_a_refit_rebuilds(
+    tiny_sets: Path, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from training.prohibited_cli import add_prohibited_head, prohibited_oof
+    from training.prohibited_oof import load_oof
+
+    base = build_tiny_model(tmp_path / "base.onnx")
+    data = ["--data", str(tiny_sets / "prohibited-v2"), "--benign", str(tiny_sets / "listings-v1")]
+    common = [*data, "--cache", str(tmp_path / "cache"), "--oof-dir", str(tmp_path / "oof")]
+    out = tmp_path / "with-head.onnx"
+    policy = Path("modq/assets/policies/default.toml")
+    result = CliRunner().invoke(
+        add_prohibited_head,
+        ["--model", str(base), "--out", str(out), *common, "--hard-weight", "3",
+         "--features", "avg", "--scene-fpr", "0.1", "--policy", str(policy),
+         "--policy-out", str(tmp_path / "p.toml")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    contract = ModelContract.from_metadata(
+        ort.InferenceSession(str(out)).get_modelmeta().custom_metadata_map
+    )
+    assert contract.model_version.startswith("tiny-1-p") and len(contract.model_version) == 15
+    assert contract.training[DETECTOR]["recipe"]["hard_weight"] == 3.0
+    oof = load_oof(out, tmp_path / "oof")
+    assert oof is not None
+    rows, keys, scores = oof
+    assert keys == [f"prohibited.{lb}" for lb in LABELS]
+    assert len(rows) == 5 * 10 + 3 * 10 and scores.shape == (80, 4)
+    assert "prohibited-v2/train/knife/0.jpg" in rows
+
+    # The file's own recipe, replayed, gives the same head: the gate finds the same scores.
+    (tmp_path / "oof").joinpath(next(p.name for p in (tmp_path / "oof").iterdir())).unlink()
+    result = CliRunner().invoke(prohibited_oof, ["--model", str(out), *common])
+    assert result.exit_code == 0, result.output
+    again = load_oof(out, tmp_path / "oof")
+    assert again is not None and np.array_equal(again[2], scores)
+    result = CliRunner().invoke(prohibited_oof, ["--model", str(out), *common])
+    assert result.exit_code == 0 and "already in" in result.output
+
+    # A head the recipe does not give (here: nudged weights) is refused, not guessed at.
+    proto = onnx.load(str(out))
+    bias = next(t for t in proto.graph.initializer if t.name == f"{DETECTOR}_b")
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 0.5, bias.name))
+    onnx.save(proto, str(tmp_path / "nudged.onnx"))
+    result = CliRunner().invoke(prohibited_oof, ["--model", str(tmp_path / "nudged.onnx"), *common])
+    assert result.exit_code != 0 and "gives another head" in str(result.exception)

@@ -46,15 +46,9 @@ from modq.domain.provenance import int8_copy_of, sha256_of
 from modq.settings import DEFAULT_MODEL, get_settings
 from training.export import set_metadata
 from training.nudity_int8 import calibration_photos
-from training.prohibited import (
-    BENIGN,
-    L2,
-    choose_thresholds,
-    fit_softmax,
-    run_outputs,
-    softmax_scores,
-)
+from training.prohibited import BENIGN, run_outputs
 from training.prohibited_data import list_labelled_photos
+from training.prohibited_fit import L2, choose_thresholds, fit_softmax, softmax_scores
 from training.prohibited_graph import (
     DEFAULT_FEATURES,
     DETECTOR,

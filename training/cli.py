@@ -370,10 +370,30 @@ def all_cmd(
 )
 @click.option(
     "--split",
-    type=click.Choice(["val", "train+val"]),
+    type=click.Choice(["val", "val+oof", "train+val"]),
     default="val",
     show_default=True,
-    help="train+val only for a change that is not trained (quantisation, resize, decode).",
+    help="train+val only for a change that is not trained (quantisation, resize, decode); "
+    "val+oof adds train photos through out-of-fold head scores (a trained prohibited head).",
+)
+@click.option(
+    "--candidate-policy",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Policy the candidate is judged under (its own thresholds); default: MODQ_POLICY_PATH.",
+)
+@click.option(
+    "--oof-dir",
+    type=click.Path(path_type=Path),
+    default=Path("runs/prohibited-oof"),
+    show_default=True,
+    help="Out-of-fold head scores, one file per model weights (add-prohibited-head writes them).",
+)
+@click.option(
+    "--ship-to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="On a pass, copy CANDIDATE here (and --candidate-policy over the shipped policy).",
 )
 @click.option(
     "--out",
@@ -406,6 +426,9 @@ def compare_cmd(
     resamples: int,
     seed: int,
     decode_threads: int,
+    candidate_policy: Path | None,
+    oof_dir: Path,
+    ship_to: Path | None,
 ) -> None:
     """Ship gate: refuse CANDIDATE if it is worse than --against beyond the 95% interval."""
     from modq.settings import get_settings
@@ -423,16 +446,24 @@ def compare_cmd(
         share=share,
         seed=seed,
         resamples=resamples,
+        candidate_policy=candidate_policy,
+        oof_dir=oof_dir,
     )
     click.echo((out / "compare.md").read_text())
     click.echo(f"passed: {report['candidate']['version']} may ship ({out}/compare.md)")
+    if ship_to is not None:
+        from training.gate_ship import ship_candidate
+
+        for line in ship_candidate(candidate, ship_to, candidate_policy, settings.policy_path):
+            click.echo(line)
 
 
 # The prohibited-items head (another engineer's module) registers here when it is present.
 if importlib.util.find_spec("training.prohibited") is not None:
-    from training.prohibited import add_prohibited_head
+    from training.prohibited_cli import add_prohibited_head, prohibited_oof
 
     main.add_command(add_prohibited_head)
+    main.add_command(prohibited_oof)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ of candidate − shipped (training/gate_stats.py):
 It refuses (TrainingError, exit 1) a candidate whose recall on any class or label, or whose
 benign false-flag rate, is worse beyond the interval, naming each. Which photos: a change
 that is not trained (quantisation, resizing, decode) may use train+val (`--split
-train+val`); a trained candidate only val, since out-of-fold train scores are not built.
+train+val`); a trained candidate val (`--split val`), plus the train photos through both
+models' out-of-fold head scores (`--split val+oof`, training/prohibited_oof.py). Each model
+is judged under its own policy (`candidate_policy`: the thresholds chosen for it).
 Writes `<out>/compare.md` and `<out>/compare.json`.
 """
 
@@ -37,8 +39,18 @@ from modq.policy.policy import Policy
 from modq.settings import Settings
 from training import TrainingError
 from training.gate_report import markdown
-from training.gate_scores import LISTINGS, PROHIBITED, Photos, Scores, labelled_photos, score
+from training.gate_scores import (
+    LISTINGS,
+    PROHIBITED,
+    Photos,
+    Rows,
+    Scores,
+    labelled_photos,
+    out_of_fold,
+    score,
+)
 from training.gate_stats import Bootstrap, Paired, flips
+from training.prohibited_oof import OOF_DIR
 
 BENIGN = "benign"
 MISMATCH = ("category_mismatch", "category_near_miss")
@@ -53,14 +65,19 @@ class Listing:
 
 
 def build_listings(
-    photos: Photos, n: int, share: float, seed: int, categories: list[str]
+    photos: Photos,
+    n: int,
+    share: float,
+    seed: int,
+    categories: list[str],
+    eligible: np.ndarray | None = None,
 ) -> list[Listing]:
     """`n` listings of 1-3 photos of one category; `share` of them declare another category,
     half inside the same macro category (where one exists), half outside it."""
     rng = np.random.default_rng(seed)
     by_cat: dict[str, list[int]] = {}
     for i, (label, ds) in enumerate(zip(photos.labels, photos.dataset, strict=True)):
-        if ds == LISTINGS:
+        if ds == LISTINGS and (eligible is None or eligible[i]):
             by_cat.setdefault(label, []).append(i)
     cats = sorted(by_cat)
     out = []
@@ -131,9 +148,11 @@ def compare(
     share: float = 0.15,
     seed: int = 0,
     resamples: int = 1000,
+    candidate_policy: Path | None = None,
+    oof_dir: Path = OOF_DIR,
 ) -> dict[str, Any]:
     """Score, compare, write the report; raise TrainingError when the candidate is refused."""
-    splits = ["train", "val"] if split == "train+val" else [split]
+    splits = ["train", "val"] if split in ("train+val", "val+oof") else [split]
     photos = labelled_photos(settings.datasets_dir, splits)
     if not photos.paths:
         raise TrainingError(f"no labelled photos under {settings.datasets_dir} ({split})")
@@ -141,7 +160,12 @@ def compare(
     b = score(candidate, photos, settings, cache)
     if a.labels != b.labels or a.head_keys != b.head_keys:
         raise TrainingError("the two models' labels or heads differ: not comparable")
+    every = np.ones(len(photos.paths), bool)
+    rows = Rows(every, every, "")
+    if split == "val+oof":
+        a, b, rows = out_of_fold(photos, a, b, (shipped, candidate), oof_dir)
     policy = Policy.load(settings.policy_path)
+    policy_b = Policy.load(candidate_policy) if candidate_policy else policy
     boot = Bootstrap(len(photos.paths), resamples, seed)
     ds = np.array(photos.dataset)
     y = np.array(photos.labels)
@@ -160,6 +184,9 @@ def compare(
         "photos": {f"{n}": int((ds == n).sum()) for n in (LISTINGS, PROHIBITED)},
         "unreadable": {"shipped": int((~a.ok).sum()), "candidate": int((~b.ok).sum())},
         "policy": str(settings.policy_path),
+        "candidate_policy": str(candidate_policy or settings.policy_path),
+        "policy_versions": [policy.version, policy_b.version],
+        "out_of_fold": rows.note,
         "resamples": resamples,
     }
 
@@ -171,7 +198,7 @@ def compare(
             )
         return p.row()
 
-    is_l = ds == LISTINGS
+    is_l = (ds == LISTINGS) & rows.category
     right_a, right_b = is_l & (pred_a == y), is_l & (pred_b == y)
     classes = []
     for c in a.labels:
@@ -197,8 +224,8 @@ def compare(
     }
 
     flag_a, own_a = _photo_flags(policy, photos, a)
-    flag_b, own_b = _photo_flags(policy, photos, b)
-    is_p = ds == PROHIBITED
+    flag_b, own_b = _photo_flags(policy_b, photos, b)
+    is_p = (ds == PROHIBITED) & rows.heads
     pro = []
     for label in sorted(set(y[is_p]) - {BENIGN}):
         of = is_p & (y == label)
@@ -206,41 +233,42 @@ def compare(
         pro.append({**check(rec, True, "own-label flags of"), "flips": flips(own_a[of], own_b[of])})
     benign = []
     scenes = is_p & (y == BENIGN)
-    for name, mask in (("listings-v1 photos", is_l), ("prohibited-v2 benign scenes", scenes)):
+    benign_l = (ds == LISTINGS) & rows.heads
+    for name, mask in (("listings-v1 photos", benign_l), ("prohibited-v2 benign scenes", scenes)):
         if mask.any():
             p = boot.paired(name, flag_a & mask, mask, flag_b & mask, mask)
             benign.append(check(p, False, "benign false-flag rate of"))
     report["prohibited"] = {"own_label": pro, "benign_flagged": benign}
 
-    built = build_listings(photos, listings, share, seed, a.labels)
+    built = build_listings(photos, listings, share, seed, a.labels, rows.category & rows.heads)
     lb = Bootstrap(len(built), resamples, seed + 1)
     kind = np.array([li.kind for li in built])
     cat_a, any_a = _listing_flags(policy, photos, a, built)
-    cat_b, any_b = _listing_flags(policy, photos, b, built)
+    cat_b, any_b = _listing_flags(policy_b, photos, b, built)
     wrong, correct = kind != "correct", kind == "correct"
     masks = {
         "mismatch recall, all": wrong,
         "mismatch recall, cross-macro": kind == "cross_macro",
         "mismatch recall, same-macro": kind == "same_macro",
     }
-    rows = [
+    lrows = [
         check(lb.paired(name, cat_a & m, m, cat_b & m, m), True, "listings:")
         for name, m in masks.items()
     ]
-    rows.append(lb.paired("mismatch precision", cat_a & wrong, cat_a, cat_b & wrong, cat_b).row())
+    lrows.append(lb.paired("mismatch precision", cat_a & wrong, cat_a, cat_b & wrong, cat_b).row())
     flagged = lb.paired(
         "correct listings flagged (any reason)", any_a & correct, correct, any_b & correct, correct
     )
-    rows.append(check(flagged, False, "listings:"))
+    lrows.append(check(flagged, False, "listings:"))
     by_category = lb.paired(
         "correct listings flagged (category)", cat_a & correct, correct, cat_b & correct, correct
     )
-    rows.append(by_category.row())
+    lrows.append(by_category.row())
     report["listings"] = {
         "listings": len(built),
         "mis_declared_share": share,
         "photos_per_listing": "1-3, uniform, one category, drawn from the photos above",
-        "rows": rows,
+        "rows": lrows,
     }
     report["refusals"] = refusals
     report["verdict"] = "refused" if refusals else "passed"

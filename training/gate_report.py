@@ -36,8 +36,10 @@ def markdown(report: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in report["photos"].items())
         + f"; unreadable: shipped {report['unreadable']['shipped']}, "
         f"candidate {report['unreadable']['candidate']}",
-        f"- policy `{report['policy']}`; 95% intervals from {report['resamples']} "
-        "bootstrap resamples, paired for the change",
+        f"- policy `{report['policy']}` (shipped, version {report['policy_versions'][0]}), "
+        f"`{report['candidate_policy']}` (candidate, version {report['policy_versions'][1]}); "
+        f"95% intervals from {report['resamples']} bootstrap resamples, paired for the change",
+        *([f"- out-of-fold: {report['out_of_fold']}"] if report["out_of_fold"] else []),
         f"- **verdict: {report['verdict']}**",
         "",
     ]

@@ -13,7 +13,7 @@ changed file or photo list is never served stale.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,8 @@ from modq.errors import PhotoFetchError
 from modq.pipeline.photos import infer_photos
 from modq.pipeline.runtime import Runtime
 from modq.settings import Settings
+from training import TrainingError
+from training.prohibited_oof import F32, load_oof, photo_name
 
 # Listings declare their own category; prohibited photos a category no exception applies to
 # (as bench/bench_false_positives.py does).
@@ -148,3 +150,63 @@ def score(model: Path, photos: Photos, settings: Settings, cache: Path) -> Score
         ok=ok,
     )
     return Scores(version, labels, probs, keys, heads, ok)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Which photos each part of the gate may count: `category` (category rows, listings)
+    and `heads` (prohibited labels, benign flags, listings)."""
+
+    category: npt.NDArray[np.bool_]
+    heads: npt.NDArray[np.bool_]
+    note: str
+
+
+def _with_oof(s: Scores, photos: Photos, oof: tuple[dict[str, int], list[str], F32]) -> Scores:
+    rows, keys, values = oof
+    missing = sorted(set(s.head_keys) - set(keys))
+    if missing:
+        raise TrainingError(f"out-of-fold scores lack {missing}")
+    cols = [keys.index(k) for k in s.head_keys]
+    heads = s.heads.copy()
+    for i, path in enumerate(photos.paths):
+        j = rows.get(photo_name(path))
+        if j is not None:
+            heads[i] = values[j, cols]
+    return replace(s, heads=heads)
+
+
+def out_of_fold(
+    photos: Photos, a: Scores, b: Scores, models: tuple[Path, Path], folder: Path
+) -> tuple[Scores, Scores, Rows]:
+    """Both models' head scores on train photos replaced by their out-of-fold scores.
+
+    A train photo counts for the heads only where both models have an out-of-fold score for
+    it, and for the category (and the simulated listings) only where both models' category
+    outputs are identical on every train photo: a head-only change. No out-of-fold category
+    scores exist, and in-sample ones would flatter whichever model was trained on them.
+    """
+    loaded = [load_oof(m, folder) for m in models]
+    missing = [str(m) for m, o in zip(models, loaded, strict=True) if o is None]
+    if missing:
+        raise TrainingError(
+            f"no out-of-fold scores in {folder} for {', '.join(missing)}: add-prohibited-head "
+            "writes them for the file it writes; for a shipped file, `modq-train prohibited-oof "
+            "--model FILE` refits its recipe"
+        )
+    oa, ob = (o for o in loaded if o is not None)
+    train = np.array([p.parts[-3] == "train" for p in photos.paths])
+    names = [photo_name(p) for p in photos.paths]
+    covered = train & np.array([n in oa[0] and n in ob[0] for n in names])
+    same_category = bool(np.array_equal(a.probs[train], b.probs[train]))
+    heads = ~train | covered
+    category = ~train | (covered if same_category else np.zeros_like(train))
+    note = (
+        f"{int(covered.sum())} of {int(train.sum())} train photos by out-of-fold head scores; "
+        + (
+            "category outputs identical on train, so they count there too"
+            if same_category
+            else "category outputs differ on train: category rows and listings on val only"
+        )
+    )
+    return _with_oof(a, photos, oa), _with_oof(b, photos, ob), Rows(category, heads, note)

@@ -26,7 +26,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
@@ -47,24 +46,27 @@ from training.prohibited_data import (
     scan_boxes,
     size_bucket,
 )
+from training.prohibited_fit import (
+    L2,
+    REJECT_FPR,
+    REVIEW_FPR,
+    choose_thresholds,
+    fit_softmax,
+    softmax_scores,
+)
 from training.prohibited_graph import (
     DEFAULT_FEATURES,
     DETECTOR,
     EMBEDDING,
-    FEATURES,
     FEATURES_OUT,
     OUTPUT,
     feature_model,
     graft,
 )
+from training.prohibited_oof import OOF_DIR, save_oof
 
 BENIGN = "benign"
 DEFAULT_LABELS = ("firearm", "knife", "drugs", "tobacco")
-# Share of calibration negatives allowed above each label's threshold. Four labels together
-# stay under the targets (1% of benign photos to review, 0.2% auto-rejected) with a margin.
-REVIEW_FPR = 0.002
-REJECT_FPR = 0.0004
-L2 = 1e-2
 
 F32 = npt.NDArray[np.float32]
 
@@ -147,79 +149,6 @@ def run_crops(
     return result
 
 
-def fit_softmax(
-    x: F32, y: npt.NDArray[np.int64], classes: int, l2: float = 1e-3, steps: int = 600
-) -> tuple[F32, F32]:
-    """Class-balanced multinomial logistic regression (full-batch Adam) on standardised
-    features; returns weights and bias for the *raw* features (standardisation folded in)."""
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    # float64 once: mixing float32 features with float64 weights would upcast every step.
-    z = ((x - mean) / std).astype(np.float64)
-    counts = np.bincount(y, minlength=classes).astype(np.float64)
-    sample_w = (len(y) / (classes * np.maximum(counts, 1)))[y]
-    sample_w /= sample_w.sum()
-    onehot = np.eye(classes)[y]
-    w = np.zeros((x.shape[1], classes))
-    b = np.zeros(classes)
-    m = [np.zeros_like(w), np.zeros_like(b)]
-    v = [np.zeros_like(w), np.zeros_like(b)]
-    lr, beta1, beta2 = 0.01, 0.9, 0.999
-    for t in range(1, steps + 1):
-        logits = z @ w + b
-        logits -= logits.max(1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(1, keepdims=True)
-        g = (p - onehot) * sample_w[:, None]
-        grads = [z.T @ g + l2 * w, g.sum(0)]
-        for i, (param, grad) in enumerate(zip((w, b), grads, strict=True)):
-            m[i] = beta1 * m[i] + (1 - beta1) * grad
-            v[i] = beta2 * v[i] + (1 - beta2) * grad**2
-            step = lr * (m[i] / (1 - beta1**t)) / (np.sqrt(v[i] / (1 - beta2**t)) + 1e-8)
-            param -= step
-    w_raw = w / std[:, None]
-    b_raw = b - mean @ w_raw
-    return w_raw.astype(np.float32), b_raw.astype(np.float32)
-
-
-def softmax_scores(x: F32, w: F32, b: F32, n_labels: int) -> F32:
-    logits = x @ w + b
-    logits -= logits.max(1, keepdims=True)
-    p = np.exp(logits)
-    return (p / p.sum(1, keepdims=True))[:, :n_labels].astype(np.float32)
-
-
-def threshold_at(negatives: F32, fpr: float, floor: float) -> float:
-    """Smallest threshold leaving at most `fpr` of the negatives at or above it."""
-    allowed = int(np.floor(fpr * len(negatives)))
-    ranked = np.sort(negatives)[::-1]
-    above = ranked[allowed] if allowed < len(ranked) else 0.0
-    return round(float(max(floor, np.nextafter(above, np.float32(1.0)))), 4)
-
-
-def choose_thresholds(
-    scores: F32,
-    y: npt.NDArray[np.int64],
-    is_listing: npt.NDArray[np.bool_],
-    is_photo: npt.NDArray[np.bool_],
-    labels: list[str],
-    review_fpr: float = REVIEW_FPR,
-) -> dict[str, dict[str, float]]:
-    """Per label: review and reject thresholds leaving `review_fpr` / `REJECT_FPR` of the
-    listing photos' out-of-fold scores above them, and the train recall at review."""
-    thresholds: dict[str, dict[str, float]] = {}
-    for k, label in enumerate(labels):
-        neg = scores[is_listing, k]
-        review = threshold_at(neg, review_fpr, 0.05)
-        reject = max(threshold_at(neg, REJECT_FPR, 0.5), review)
-        pos = scores[is_photo & (y == k), k]
-        thresholds[label] = {
-            "review": review,
-            "reject": reject,
-            "train_recall_at_review": round(float((pos >= review).mean()), 3),
-        }
-    return thresholds
-
-
 def train_head(
     model: Path,
     data: Path,
@@ -231,8 +160,16 @@ def train_head(
     features: str = DEFAULT_FEATURES,
     crops: bool = False,
     review_fpr: float = REVIEW_FPR,
+    hard_weight: float = 1.0,
+    scene_fpr: float | None = None,
+    oof_dir: Path | None = OOF_DIR,
 ) -> dict[str, Any]:
-    """Fit, calibrate and graft the head; returns the provenance written to the contract."""
+    """Fit, calibrate and graft the head; returns the provenance written to the contract.
+
+    `hard_weight` multiplies the weight of DATA's benign photos (hard negatives: rooms,
+    streets, people); `scene_fpr` caps the share of them above each label's review threshold
+    (out-of-fold). The out-of-fold scores of the training photos go to `oof_dir` for the
+    ship gate (training/prohibited_oof.py)."""
     pro = list_labelled_photos(data, "train")
     unknown = sorted(set(pro.labels) - {*labels, BENIGN})
     if unknown:
@@ -255,17 +192,23 @@ def train_head(
     # A crop is in its photo's fold, so no photo is scored by a head that saw part of it.
     photo_folds = np.random.default_rng(seed).integers(0, 5, len(pro.paths) + len(listing.paths))
     folds = np.concatenate([photo_folds, photo_folds[[c.parent for c in boxes]].astype(np.int64)])
+    is_scene = np.zeros(len(y), bool)
+    is_scene[: len(pro.paths)] = np.array(pro.labels) == BENIGN
+    extra = np.where(is_scene, hard_weight, 1.0) if hard_weight != 1.0 else None
     scores = np.zeros((len(y), len(labels)), np.float32)
     for f in tqdm(range(5), desc="calibrating (5-fold)"):
-        w, b = fit_softmax(x[folds != f], y[folds != f], len(classes), l2=L2)
+        fold_extra = extra[folds != f] if extra is not None else None
+        w, b = fit_softmax(x[folds != f], y[folds != f], len(classes), L2, extra_weight=fold_extra)
         scores[folds == f] = softmax_scores(x[folds == f], w, b, len(labels))
-    w, b = fit_softmax(x, y, len(classes), l2=L2)
+    w, b = fit_softmax(x, y, len(classes), l2=L2, extra_weight=extra)
     # Only ordinary listing photos calibrate: the hard negatives are not what a marketplace
     # mostly sees, and the benign targets are about listing photos.
     is_listing = np.zeros(len(y), bool)
     is_listing[len(pro.paths) : len(pro.paths) + len(listing.paths)] = True
     is_photo = np.arange(len(y)) < len(pro.paths) + len(listing.paths)
-    thresholds = choose_thresholds(scores, y, is_listing, is_photo, labels, review_fpr)
+    thresholds = choose_thresholds(
+        scores, y, is_listing, is_photo, labels, review_fpr, is_scene, scene_fpr
+    )
 
     info = {
         "labels": labels,
@@ -273,11 +216,24 @@ def train_head(
         "train_photos": {c: int((y[is_photo] == i).sum()) for i, c in enumerate(classes)},
         "train_crops": {c: int((y[~is_photo] == i).sum()) for i, c in enumerate(labels)},
         "calibration": f"5-fold out-of-fold scores on {benign.name} train, "
-        f"{review_fpr:.2%} per label at review, {REJECT_FPR:.2%} at reject",
+        f"{review_fpr:.2%} per label at review, {REJECT_FPR:.2%} at reject"
+        + (
+            f"; at most {scene_fpr:.1%} of {data.name} benign scenes at review" if scene_fpr else ""
+        ),
+        "recipe": {
+            "seed": seed,
+            "crops": crops,
+            "review_fpr": review_fpr,
+            "hard_weight": hard_weight,
+            "scene_fpr": scene_fpr,
+        },
         "suggested_thresholds": thresholds,
         "data": [str(data), str(benign)],
     }
     graft(model, out, w, b, labels, info, features)
+    if oof_dir is not None:
+        keys = [f"{DETECTOR}.{label}" for label in labels]
+        save_oof(out, pro.paths + listing.paths, keys, scores[is_photo], oof_dir)
     return info
 
 
@@ -340,57 +296,3 @@ def category_outputs(model: Path, paths: list[Path], cache: Path | None) -> dict
     """The category head's outputs (probabilities and `embedding`), which grafting must keep."""
     _, contract = _session(model)
     return run_outputs(model, paths, [contract.output_name, EMBEDDING], cache)
-
-
-@click.command("add-prohibited-head")
-@click.option("--model", type=click.Path(exists=True, path_type=Path), required=True)
-@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
-              help="prohibited-v2: train/<label>/*.jpg, val/<label>/*.jpg, boxes/")  # fmt: skip
-@click.option("--benign", type=click.Path(exists=True, path_type=Path), required=True,
-              help="listings-v1: every photo counts as benign")  # fmt: skip
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output ONNX (default: overwrite --model).")  # fmt: skip
-@click.option("--labels", default=",".join(DEFAULT_LABELS), show_default=True)
-@click.option("--features", type=click.Choice(FEATURES), default=DEFAULT_FEATURES,
-              show_default=True,
-              help="Head input: pooled embedding, or it + spatial max of the same map")  # fmt: skip
-@click.option("--crops/--no-crops", default=False, show_default=True,
-              help="Also train on square crops around the boxes in DATA/boxes/")  # fmt: skip
-@click.option("--review-fpr", type=float, default=REVIEW_FPR, show_default=True,
-              help="Share of out-of-fold listing photos at review, per label")  # fmt: skip
-@click.option("--cache", type=click.Path(path_type=Path), default=Path("runs/prohibited-cache"),
-              show_default=True)  # fmt: skip
-def add_prohibited_head(
-    model: Path,
-    data: Path,
-    benign: Path,
-    out: Path | None,
-    labels: str,
-    features: str,
-    crops: bool,
-    review_fpr: float,
-    cache: Path,
-) -> None:
-    """Fit the prohibited-items head on MODEL's features and graft it into the graph."""
-    wanted = [lb.strip() for lb in labels.split(",") if lb.strip()]
-    target = out or model
-    # The category outputs of MODEL on listing val photos, before TARGET (maybe MODEL) is written.
-    listing_val = list_labelled_photos(benign, "val", benign_as=BENIGN).paths
-    before = category_outputs(model, listing_val, cache)
-    info = train_head(
-        model, data, benign, target, wanted, cache,
-        features=features, crops=crops, review_fpr=review_fpr,
-    )  # fmt: skip
-    changed = [k for k, v in category_outputs(target, listing_val, cache).items()
-               if not np.array_equal(v, before[k])]  # fmt: skip
-    if changed:
-        raise TrainingError(f"grafting the head changed {changed} of {model}: not shipping")
-    click.echo(f"category outputs bit-identical to {model} on {len(listing_val)} photos")
-    click.echo(json.dumps(info["suggested_thresholds"], indent=2))
-    report = evaluate_head(target, data, benign, info["suggested_thresholds"], cache)
-    click.echo(json.dumps(report, indent=2))
-    click.echo(f"wrote {target}")
-
-
-if __name__ == "__main__":
-    add_prohibited_head()

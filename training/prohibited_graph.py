@@ -5,6 +5,8 @@ they stay bit-identical)."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,14 @@ def save_with_features_out(proto: onnx.ModelProto, tensor: str, out: Path) -> Pa
     return out
 
 
+def head_version(version: str, w: F32, b: F32, features: str) -> str:
+    """The category model's version plus `-p<digest of the head>`: verdicts made with another
+    prohibited head carry another version (backfill --stale finds them), while refitting
+    the same head gives the same one."""
+    digest = hashlib.sha256(w.tobytes() + b.tobytes() + features.encode()).hexdigest()[:7]
+    return f"{re.sub(r'-p[0-9a-f]{7}$', '', version)}-p{digest}"
+
+
 def graft(
     model: Path,
     out: Path,
@@ -149,7 +159,13 @@ def graft(
     contract = ModelContract.from_metadata(meta, str(model))
     detectors = {**contract.detectors, DETECTOR: DetectorHead(output=OUTPUT, labels=labels)}
     training = {**contract.training, DETECTOR: info}
-    updated = contract.model_copy(update={"detectors": detectors, "training": training})
+    updated = contract.model_copy(
+        update={
+            "detectors": detectors,
+            "training": training,
+            "model_version": head_version(contract.model_version, w, b, features),
+        }
+    )
     for prop in proto.metadata_props:
         if prop.key in updated.to_metadata():
             prop.value = updated.to_metadata()[prop.key]
