@@ -25,6 +25,8 @@ NAMING_CONVENTION = {
 }
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+# The review row that takes back an earlier one (never a decision a moderator picks).
+UNDO = "undo"
 
 # JSONB on PostgreSQL (indexable, compact); plain JSON text on SQLite.
 Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -275,7 +277,13 @@ reviews = sa.Table(
     sa.Column("model_version", sa.Text, nullable=False),
     sa.Column("policy_version", sa.Text, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
-    sa.CheckConstraint(_in("decision", HUMAN_DECISIONS), name="decision"),
+    # Migration 0011: the moderator's note, the photo indexes they marked as not showing the
+    # reason (negatives for the export), and for an "undo" row the review it takes back.
+    sa.Column("note", sa.Text),
+    sa.Column("not_showing", Json),
+    sa.Column("undoes", BigId, sa.ForeignKey("reviews.id")),
+    sa.CheckConstraint(_in("decision", (*HUMAN_DECISIONS, UNDO)), name="decision"),
+    sa.Index(None, "undoes"),
     sa.Index(None, "listing_id", "created_at"),
     sa.Index(None, "moderator", "created_at"),
     sa.Index(None, "created_at"),
