@@ -74,7 +74,7 @@ def test_claim_orders_by_severity_then_age_and_leases(engine: Engine) -> None:
     carl = claim_next(engine, "carl", "category")
     assert carl is not None and carl.listing_id == "mismatch"
     # Ann's lease ran out and Carl claimed it: her decision is refused, naming him.
-    with pytest.raises(ReviewError, match="claimed by carl"):
+    with pytest.raises(ReviewError, match="claimed by carl, not you"):
         decide(engine, "mismatch", "ann", "approve")
     decide(engine, "mismatch", "carl", "recategorise", new_category="electronics.laptop")
     with engine.connect() as conn:

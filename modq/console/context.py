@@ -32,6 +32,13 @@ NOTICES = {
     "logged_out": "Logged out.",
     "queue_empty": "{queue}: nothing left to review.",
     "escalated": "Escalated to a lead.",
+    "recorded": "Recorded: see “My recent decisions” (u undoes the latest).",
+    "bulk_done": "Recorded on every selected job, each as its own audited decision.",
+    "bulk_partial": (
+        "Recorded on some of the selected jobs only: the others were taken by someone else, "
+        "moved or decided meanwhile."
+    ),
+    "undone": "Undone: the job is yours again; decide it anew.",
     "not_decided": (
         "That decision was not recorded: the job is no longer yours (taken by someone else, "
         "expired or already decided). Start again from its queue."

@@ -127,3 +127,18 @@ def list_rejected(engine: Engine, *, limit: int = 100) -> list[dict[str, Any]]:
     for row in rows:
         row["received_at"] = as_utc(row["received_at"])
     return rows
+
+
+def reason_code_condition(code: str) -> sa.ColumnElement[bool]:
+    """Verdicts with a reason of `code`, whether stored as a legacy string ("code: ...") or a
+    structured object ({"code": ...}).
+
+    Minimal version for the console's queue filter (issue 26); issue 24's index-served one
+    replaces it at merge, with the same name and signature.
+    """
+    safe = code.replace("\\", "").replace("%", "").replace("_", "\\_").replace('"', "")
+    text = sa.cast(verdicts.c.reasons, sa.Text)
+    return sa.or_(
+        text.like(f'%"{safe}:%', escape="\\"),
+        text.like(f'%"code": "{safe}"%', escape="\\"),
+    )

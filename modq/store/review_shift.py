@@ -50,6 +50,30 @@ def renew_lease(engine: Engine, listing_id: str, moderator: str, lease_s: float)
     return as_utc(row[0]) if row is not None else None
 
 
+def claim_job(engine: Engine, listing_id: str, moderator: str, lease_s: float = 600.0) -> bool:
+    """Lease one chosen pending job (a claimable row of the queue page, a bulk decision) to
+    `moderator` when nobody else holds it; whether they hold it now."""
+    j = review_jobs.c
+    now = _now()
+    free = sa.or_(j.claimed_until.is_(None), j.claimed_until <= now, j.claimed_by == moderator)
+    with unavailable("claiming a review job"), engine.begin() as conn:
+        row = conn.execute(
+            sa.update(review_jobs)
+            .where(j.listing_id == listing_id, j.decided_at.is_(None), free)
+            .values(claimed_by=moderator, claimed_until=now + timedelta(seconds=lease_s))
+            .returning(j.listing_id)
+        ).first()
+    return row is not None
+
+
+def job_queue(engine: Engine, listing_id: str) -> str | None:
+    """The queue of the listing's pending job, or None."""
+    j = review_jobs.c
+    query = sa.select(j.queue).where(j.listing_id == listing_id, j.decided_at.is_(None))
+    with unavailable("reading a review job"), engine.connect() as conn:
+        return conn.execute(query).scalar()
+
+
 @dataclass(frozen=True)
 class RecentDecision:
     id: int

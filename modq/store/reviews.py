@@ -213,7 +213,7 @@ def decide(
         if job.claimed_by is None:
             raise ReviewError(f"listing {listing_id} was released or moved: claim it again")
         if job.claimed_by != moderator:
-            raise ReviewError(f"listing {listing_id} was claimed by {job.claimed_by} meanwhile")
+            raise ReviewError(f"listing {listing_id} is claimed by {job.claimed_by}, not you")
         if decision == "escalate" and job.queue == "escalated":
             raise ReviewError(f"listing {listing_id} is escalated already: decide it")
         verdict = conn.execute(
