@@ -4,6 +4,7 @@ undo, photos at full size still blurred until revealed, the lease countdown and 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -160,4 +161,35 @@ def test_full_size_photo_stays_blurred_until_revealed_and_the_lease_counts_down(
     assert max(thumb.evaluate("e => [e.naturalWidth, e.naturalHeight]")) <= 160
     page.goto("/sellers/seller-1")
     expect(page.get_by_test_id("seller-listings")).to_contain_text("N1")
+    page.context.close()
+
+
+def test_metrics_page_lays_out_at_1280_and_1920_px(
+    browser: Browser,  # noqa: F811
+    live: LiveConsole,  # noqa: F811
+    photos: list[Path],  # noqa: F811 (the fixtures imported above)
+    tmp_path: Path,
+) -> None:
+    """No sideways scroll, no chart wider than its column; with MODQ_SCREENSHOT_DIR=docs/img
+    the screenshots are kept for docs/console.md."""
+    out = Path(os.environ.get("MODQ_SCREENSHOT_DIR", tmp_path))
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(3):
+        review_listing(live.engine, f"M{i}", [NUDITY], photos[i : i + 1], seller=f"s{i}")
+    review_listing(live.engine, "M9", [MISMATCH], photos[3:4])
+    page = login(browser, live, "lea")
+    page.get_by_test_id("start-banned").click()
+    page.keyboard.press("a")
+    expect(page.get_by_test_id("flash")).to_contain_text("Recorded")
+    for width in (1280, 1920):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto("/metrics")
+        expect(page.locator("svg.chart").first).to_be_visible()
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= width
+        overflowing = page.evaluate(
+            "[...document.querySelectorAll('.metrics section')].filter("
+            "s => s.scrollWidth > s.clientWidth + 1).length"
+        )
+        assert overflowing == 0
+        page.screenshot(path=str(out / f"console-metrics-{width}.png"), full_page=True)
     page.context.close()
