@@ -22,7 +22,7 @@ from modq.pipeline.fetch import PhotoFetcher
 
 MAX_SIDE = 1024
 # The decode itself refuses more than `max_image_pixels`; this bounds the re-encoded answer.
-FULL_SIDE = 4096
+FULL_SIDE = 2048
 
 
 def listing_ref(detail: dict[str, Any] | None, index: int) -> str:
@@ -48,7 +48,7 @@ def _load(fetcher: PhotoFetcher, ref: str, max_pixels: int, resize: int) -> Imag
 SIZES: dict[str, tuple[int, int, int]] = {
     "thumb": (96, 160, 75),
     "view": (224, MAX_SIDE, 85),
-    "full": (FULL_SIDE, FULL_SIDE, 90),
+    "full": (FULL_SIDE // 2, FULL_SIDE, 85),
 }
 
 
