@@ -269,9 +269,12 @@ def shift_pages(
         {"older_than_h": "24", "sort": "oldest"},
     ]
     return {
-        "queue page filtered (4 kinds, sorted)": timed(
-            lambda i: client.get("/queues/banned", params=filters[i % 4]), n
-        ),
+        **{
+            f"queue page, {' '.join(f'{k}={v}' for k, v in f.items())}": timed(
+                lambda i, f=f: client.get("/queues/banned", params=f), n
+            )
+            for f in filters
+        },
         "seller view (GET /sellers/ID)": timed(
             lambda i: client.get(f"/sellers/seller-{(i * 7919) % args.sellers}"), n
         ),

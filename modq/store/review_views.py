@@ -213,7 +213,16 @@ def queue_page(
     j = review_jobs.c
     conds: list[sa.ColumnElement[bool]] = [j.decided_at.is_(None), j.queue == queue]
     if flt.reason:
-        conds.append(reason_code_condition(flt.reason))
+        # Asked of each job's verdict as the pending index is walked in page order (a
+        # correlated subquery): the planner cannot estimate a LIKE over JSON text and would
+        # rather scan every verdict; a queue page needs only its first matches.
+        matches = (
+            sa.select(reason_code_condition(flt.reason))
+            .where(verdicts.c.id == j.verdict_id)
+            .correlate_except(verdicts)
+            .scalar_subquery()
+        )
+        conds.append(matches.is_(True))
     if flt.category:
         conds.append(listings.c.declared_category == flt.category)
     if flt.model_version:

@@ -253,6 +253,15 @@ review_jobs = sa.Table(
         postgresql_where=sa.text("decided_at IS NULL"),
         sqlite_where=sa.text("decided_at IS NULL"),
     ),
+    # The queue page sorted by age alone, either way (migration 0011), without a sort.
+    sa.Index(
+        "ix_review_jobs_pending_age",
+        "queue",
+        "enqueued_at",
+        "listing_id",
+        postgresql_where=sa.text("decided_at IS NULL"),
+        sqlite_where=sa.text("decided_at IS NULL"),
+    ),
     # Leases in force (the "being reviewed" counts, a moderator's own claim).
     sa.Index(
         "ix_review_jobs_leased",

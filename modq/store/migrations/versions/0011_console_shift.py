@@ -42,11 +42,21 @@ def upgrade() -> None:
         batch.drop_constraint(op.f("ck_reviews_decision"), type_="check")
         batch.create_check_constraint(op.f("ck_reviews_decision"), _in(NEW))
     op.create_index("ix_reviews_undoes", "reviews", ["undoes"])
+    # The queue page sorted by age alone (oldest or newest first) reads an index, not a sort.
+    pending = sa.text("decided_at IS NULL")
+    op.create_index(
+        "ix_review_jobs_pending_age",
+        "review_jobs",
+        ["queue", "enqueued_at", "listing_id"],
+        postgresql_where=pending,
+        sqlite_where=pending,
+    )
 
 
 def downgrade() -> None:
     op.execute("DELETE FROM reviews WHERE decision = 'undo'")
     op.drop_index("ix_reviews_undoes", table_name="reviews")
+    op.drop_index("ix_review_jobs_pending_age", table_name="review_jobs")
     with op.batch_alter_table("reviews") as batch:
         batch.drop_constraint(op.f("ck_reviews_decision"), type_="check")
         batch.create_check_constraint(op.f("ck_reviews_decision"), _in(OLD))
