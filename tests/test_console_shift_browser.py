@@ -25,6 +25,7 @@ from tests.test_console_browser import (  # noqa: F401 (fixtures)
     photos,
 )
 
+KEYS_ON = "html[data-keys=on]"  # console.js has attached its key handler
 # The reject reasons in the console's order (1..8 on the keyboard).
 MISLEADING, CATEGORY_MISMATCH = "8", "6"
 
@@ -37,6 +38,7 @@ def test_every_decision_from_the_keyboard_then_undo(
     for i in range(5):
         review_listing(live.engine, f"K{i}", [MISMATCH], photos[i : i + 1])
     page = login(browser, live, "mia")
+    page.wait_for_selector(KEYS_ON, state="attached")
     page.keyboard.press("?")
     expect(page.get_by_test_id("help")).to_be_visible()
     expect(page.get_by_test_id("help")).to_contain_text("undo my latest decision")
@@ -47,6 +49,7 @@ def test_every_decision_from_the_keyboard_then_undo(
 
     def job() -> str:
         expect(page.get_by_test_id("decide")).to_be_visible()
+        page.wait_for_selector(KEYS_ON, state="attached")
         return page.get_by_test_id("listing-id").inner_text()
 
     # No reason preselected, although the machine gave one (shown as a suggestion).
@@ -91,6 +94,7 @@ def test_every_decision_from_the_keyboard_then_undo(
     done[fifth] = "approve"
 
     # u: take back the latest decision; the job is Mia's again, to decide anew.
+    page.wait_for_selector(KEYS_ON, state="attached")
     page.keyboard.press("u")
     expect(page.get_by_test_id("flash")).to_contain_text("Undone")
     assert job() == fifth
@@ -131,6 +135,7 @@ def test_full_size_photo_stays_blurred_until_revealed_and_the_lease_counts_down(
     width, height = Image.open(photos[0]).size
     page = login(browser, live, "mia")
     page.get_by_test_id("start-banned").click()
+    page.wait_for_selector(KEYS_ON, state="attached")
     expect(page.get_by_test_id("lease")).to_have_text(re.compile(r"lease (9|10):\d\d"))
     expect(page.get_by_test_id("photo-0")).to_have_class("photo blurred")
     page.keyboard.press("f")
@@ -179,6 +184,8 @@ def test_metrics_page_lays_out_at_1280_and_1920_px(
     review_listing(live.engine, "M9", [MISMATCH], photos[3:4])
     page = login(browser, live, "lea")
     page.get_by_test_id("start-banned").click()
+    expect(page.get_by_test_id("decide")).to_be_visible()
+    page.wait_for_selector(KEYS_ON, state="attached")
     page.keyboard.press("a")
     expect(page.get_by_test_id("flash")).to_contain_text("Recorded")
     for width in (1280, 1920):

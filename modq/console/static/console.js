@@ -157,3 +157,6 @@ if (table) {
     }
   }, 15000);
 }
+
+// The keys are live from here on (browser tests wait for this before pressing any).
+document.documentElement.dataset.keys = "on";
