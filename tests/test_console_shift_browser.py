@@ -164,8 +164,10 @@ def test_full_size_photo_stays_blurred_until_revealed_and_the_lease_counts_down(
     thumb = page.locator("img.thumb").first
     page.wait_for_function("() => document.querySelector('img.thumb').naturalWidth > 0")
     assert max(thumb.evaluate("e => [e.naturalWidth, e.naturalHeight]")) <= 160
+    expect(thumb).to_have_class(re.compile("blurred"))  # banned content: blurred there too
     page.goto("/sellers/seller-1")
     expect(page.get_by_test_id("seller-listings")).to_contain_text("N1")
+    expect(page.get_by_test_id("thumb-0")).to_have_class(re.compile("blurred"))
     page.context.close()
 
 

@@ -20,7 +20,8 @@ from fastapi.templating import Jinja2Templates
 
 from modq.console.auth import CurrentUser, Sessions
 from modq.domain.contract import read_contract
-from modq.domain.review import QUEUES
+from modq.domain.reasons import Reason
+from modq.domain.review import BANNED_CODES, QUEUES
 from modq.pipeline.fetch import PhotoFetcher
 from modq.policy.policy import Policy
 from modq.settings import Settings
@@ -71,6 +72,11 @@ def visible(value: object) -> str:
     return str(value).translate(_BIDI)
 
 
+def banned(reasons: Any) -> bool:
+    """Whether a listing's reasons suspect banned content: its thumbnails are blurred too."""
+    return any(Reason.read(r).code in BANNED_CODES for r in reasons or [])
+
+
 def segment(value: object) -> str:
     """`value` as one URL path segment: `/ ? # %` and the rest percent-encoded."""
     return quote(str(value), safe="")
@@ -118,6 +124,7 @@ def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["segment"] = segment
     templates.env.filters["visible"] = visible
+    templates.env.filters["banned"] = banned
     return templates
 
 

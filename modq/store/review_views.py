@@ -203,6 +203,7 @@ class QueueRow:
     title: str | None
     model_version: str
     has_photos: bool
+    reasons: list[Any]  # the verdict's, as stored (Reason.read them)
 
 
 def queue_page(
@@ -239,7 +240,7 @@ def queue_page(
         sa.select(
             j.listing_id, j.severity, j.enqueued_at, j.claimed_by, j.claimed_until,
             listings.c.declared_category, listings.c.seller_id, listings.c.title,
-            verdicts.c.model_version, listings.c.images,
+            verdicts.c.model_version, listings.c.images, verdicts.c.reasons,
         )
         .join(listings, listings.c.listing_id == j.listing_id)
         .join(verdicts, verdicts.c.id == j.verdict_id)
@@ -252,6 +253,6 @@ def queue_page(
     return [
         QueueRow(r.listing_id, r.severity, as_utc(r.enqueued_at), r.claimed_by,
                  as_utc(r.claimed_until) if r.claimed_until else None, r.declared_category,
-                 r.seller_id, r.title, r.model_version, bool(r.images))
+                 r.seller_id, r.title, r.model_version, bool(r.images), list(r.reasons or []))
         for r in rows
     ]  # fmt: skip

@@ -38,6 +38,8 @@ function closeOverlays() {
   for (const id of ["#zoom", "#help"]) { const el = $(id); if (el) el.hidden = true; }
 }
 document.addEventListener("click", (event) => {
+  const thumb = event.target.closest("img.thumb");
+  if (thumb) { thumb.classList.toggle("blurred"); return; }
   const img = event.target.closest("img.photo");
   if (img) {
     setCurrent(figures().indexOf(img.closest("figure")));
