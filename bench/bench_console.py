@@ -12,6 +12,11 @@ times, over HTTP with a logged-in session, the queue page, the home page (queue 
 claim ("start reviewing"), a search by seller, a search by reason code and the job view;
 then 20 moderators claim concurrently (store calls from 20 threads) and every job must be
 distinct; last, the store's search by reason with and without its GIN index.
+
+The shift pages (issue 26) are timed too: the queue page filtered (reason, category, model
+version, age) and sorted, the seller view, the policy and metrics pages, an undo, and a
+photo at full size (`?size=full`) and as a thumbnail, from a synthetic 4000x3000 JPEG (a
+12-megapixel phone photo) through the confined loader.
 """
 
 from __future__ import annotations
@@ -232,6 +237,67 @@ def reason_filter_ab(url: str, runs: int = 20) -> None:
     engine.dispose()
 
 
+def big_photo(folder: Path, width: int = 4000, height: int = 3000) -> Path:
+    """A 12-megapixel JPEG with detail (noise over a gradient), like a phone's."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"big-{width}x{height}.jpg"
+    if not path.exists():
+        noise = Image.effect_noise((width, height), 64).convert("RGB")
+        gradient = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+        Image.blend(noise, gradient, 0.5).save(path, quality=90)
+    return path
+
+
+def shift_pages(
+    client: httpx.Client, csrf: str, url: str, args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
+    """The pages and actions issue 26 added, on the same database."""
+    n = args.requests
+    photo = big_photo(Path("/tmp/modq-bench-photos"))
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE listings SET images = CAST(:images AS jsonb) WHERE listing_id = :id"),
+            {"images": f'["{photo}"]', "id": "L00000010"},
+        )
+        undoable = conn.execute(sa.text(
+            "SELECT id FROM reviews WHERE moderator = 'bench' ORDER BY id DESC LIMIT :n"
+        ), {"n": n}).scalars().all()  # fmt: skip
+    engine.dispose()
+    filters = [
+        {"reason": "prohibited_item"},
+        {"category": CATEGORIES[3]},
+        {"model_version": "m2", "sort": "newest"},
+        {"older_than_h": "24", "sort": "oldest"},
+    ]
+    return {
+        **{
+            f"queue page, {' '.join(f'{k}={v}' for k, v in f.items())}": timed(
+                lambda i, f=f: client.get("/queues/banned", params=f), n
+            )
+            for f in filters
+        },
+        "seller view (GET /sellers/ID)": timed(
+            lambda i: client.get(f"/sellers/seller-{(i * 7919) % args.sellers}"), n
+        ),
+        "policy page": timed(lambda i: client.get("/policy"), n),
+        "metrics page": timed(lambda i: client.get("/metrics"), min(n, 20)),
+        "undo (POST /reviews/ID/undo)": timed(
+            lambda i: client.post(f"/reviews/{undoable[i]}/undo", data={"csrf": csrf}),
+            len(undoable),
+            303,
+        ),
+        "photo full size, 4000x3000 source": timed(
+            lambda i: client.get("/listings/L00000010/photos/0", params={"size": "full"}), n
+        ),
+        "photo thumbnail, 4000x3000 source": timed(
+            lambda i: client.get("/listings/L00000010/photos/0", params={"size": "thumb"}), n
+        ),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--listings", type=int, default=500_000, help="2 verdicts each")
@@ -246,7 +312,10 @@ def main() -> None:
         print(f"filling {url.rsplit('/', 1)[-1]}", flush=True)
         fill(url, args.listings, args.sellers)
         settings = Settings(
-            database_url=url, console_secret="bench-" + "s" * 32, data_dir=Path("/tmp/mq")
+            database_url=url,
+            console_secret="bench-" + "s" * 32,
+            data_dir=Path("/tmp/mq"),
+            image_roots=["/tmp/modq-bench-photos"],
         )
         add_user(make_engine(url), "bench", "lead", PASSWORD)
         proc = serve(settings, args.port)
@@ -277,6 +346,7 @@ def main() -> None:
                     lambda i: client.get(f"/jobs/L{(i * 10 * 97 + 10) % args.listings:08d}"), n
                 ),
             }
+            results |= shift_pages(client, csrf, url, args)
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     console_idle_minutes: float = Field(60.0, gt=0)
     # A claimed job returns to its queue when its lease runs out.
     review_lease_s: float = Field(600.0, gt=0)
+    # A moderator may take back their own decision for this long (a lead, anyone's).
+    console_undo_minutes: float = Field(10.0, ge=0)
     # Lock-out: at most this many log-in attempts per name and client address in
     # `login_lockout_s`, and `login_max_per_address` per address whatever the name.
     login_max_failures: int = Field(5, ge=1)

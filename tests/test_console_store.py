@@ -71,10 +71,11 @@ def test_claim_orders_by_severity_then_age_and_leases(engine: Engine) -> None:
         past = datetime.now(UTC) - timedelta(seconds=1)
         conn.execute(sa.update(review_jobs).where(review_jobs.c.listing_id == "mismatch")
                      .values(claimed_until=past))  # fmt: skip
-    with pytest.raises(ReviewError, match="expired"):
-        decide(engine, "mismatch", "ann", "approve")
     carl = claim_next(engine, "carl", "category")
     assert carl is not None and carl.listing_id == "mismatch"
+    # Ann's lease ran out and Carl claimed it: her decision is refused, naming him.
+    with pytest.raises(ReviewError, match="claimed by carl, not you"):
+        decide(engine, "mismatch", "ann", "approve")
     decide(engine, "mismatch", "carl", "recategorise", new_category="electronics.laptop")
     with engine.connect() as conn:
         final = conn.execute(sa.select(listing_decisions)).one()
@@ -87,7 +88,9 @@ def test_claim_orders_by_severity_then_age_and_leases(engine: Engine) -> None:
     decide(engine, "near", "bob", "skip")
     nxt = claim_next(engine, "bob", "category")
     assert nxt is not None and nxt.listing_id == "near2"
-    decide(engine, "near2", "bob", "escalate")
+    with pytest.raises(ReviewError, match="needs a reason"):
+        decide(engine, "near2", "bob", "escalate")
+    decide(engine, "near2", "bob", "escalate", reason_code="misleading_listing")
     assert claim_next(engine, "bob", "category") is None
     ann = claim_next(engine, "ann", "category")
     assert ann is not None and ann.listing_id == "near"
@@ -95,7 +98,7 @@ def test_claim_orders_by_severity_then_age_and_leases(engine: Engine) -> None:
     lead = claim_next(engine, "lee", "escalated")
     assert lead is not None and lead.listing_id == "near2"
     with pytest.raises(ReviewError, match="escalated already"):
-        decide(engine, "near2", "lee", "escalate")
+        decide(engine, "near2", "lee", "escalate", reason_code="misleading_listing")
     decide(engine, "near2", "lee", "reject", reason_code="misleading_listing")
     # A lead moves Ann's claimed job to the banned queue: her lease ends.
     from modq.store.reviews import move_job

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
-from modq.console.labels import export_labels
+from modq.backfill.label_export import export_labels
 from modq.settings import Settings
 from modq.store.database import make_engine, migrate
 from modq.store.reviews import claim_next, decide
@@ -98,3 +98,53 @@ def test_modq_train_prepare_has_the_extra_option() -> None:
 
     result = CliRunner().invoke(main, ["prepare", "--help"])
     assert result.exit_code == 0 and "--extra" in result.output
+
+
+def test_a_one_reason_reject_exports_one_label_and_marked_photos_as_negatives(
+    db: tuple[str, Engine], datasets_dir: Path, tmp_path: Path
+) -> None:
+    """The vegetables case of issue 26: the verdict names nudity and two prohibited labels;
+    the moderator rejects for prohibited_item and marks photo 1 as not showing it."""
+    url, engine = db
+    photos = sorted((datasets_dir / "listings-v1" / "train" / "fashion.dress").glob("*.jpg"))
+    reasons = [
+        "nudity: photo 0: nudity.nsfw 0.610 >= review threshold 0.5",
+        "prohibited_item: photo 0: prohibited.firearm 0.600 >= review threshold 0.35",
+        "prohibited_item: photo 0: prohibited.knife 0.400 >= review threshold 0.35",
+        "prohibited_item: photo 1: prohibited.knife 0.500 >= review threshold 0.35",
+    ]
+    review_listing(engine, "V1", reasons, photos[30:33])
+    claim = claim_next(engine, "mia", "banned")
+    assert claim is not None
+    decide(engine, "V1", "mia", "reject", reason_code="prohibited_item", not_showing=[1],
+           note="gun on the first photo only")  # fmt: skip
+    settings = Settings(database_url=url, image_roots=[str(datasets_dir)], data_dir=tmp_path)
+    out = tmp_path / "labels"
+    report = export_labels(settings, datetime.now(UTC) - timedelta(hours=1), out)
+    assert (report.listings, report.photos, report.skipped) == (1, 2, [])
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.jpg"))
+    assert written == ["banned/prohibited.firearm/V1-0.jpg", "negative/prohibited.knife/V1-1.jpg"]
+    lines = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    assert [(e["label"], e["photo"], e["negative"], e["note"]) for e in lines] == [
+        ("prohibited.firearm", 0, False, "gun on the first photo only"),
+        ("prohibited.knife", 1, True, "gun on the first photo only"),
+    ]
+
+
+def test_an_undone_decision_is_not_exported(
+    db: tuple[str, Engine], datasets_dir: Path, tmp_path: Path
+) -> None:
+    from modq.store.review_shift import undo
+
+    url, engine = db
+    photos = sorted((datasets_dir / "listings-v1" / "train" / "fashion.dress").glob("*.jpg"))
+    review_listing(engine, "U1", [PROHIBITED], photos[40:41])
+    assert claim_next(engine, "mia", "banned") is not None
+    first = decide(engine, "U1", "mia", "reject", reason_code="prohibited_item")
+    undo(engine, first, "mia", is_lead=False, window_s=600)
+    settings = Settings(database_url=url, image_roots=[str(datasets_dir)], data_dir=tmp_path)
+    since = datetime.now(UTC) - timedelta(hours=1)
+    assert export_labels(settings, since, tmp_path / "a").photos == 0
+    decide(engine, "U1", "mia", "recategorise", new_category="electronics.phone")
+    assert export_labels(settings, since, tmp_path / "b").photos == 1
+    assert (tmp_path / "b" / "train" / "electronics.phone" / "U1-0.jpg").is_file()

@@ -86,7 +86,7 @@ def reviews_export(since: datetime, out_dir: Path) -> None:
     """Write the human labels to OUT in the layout `modq-train prepare --extra` reads:
     re-categorised listings' photos under the corrected category, rejected banned items
     under their reason, and labels.jsonl describing every photo."""
-    from modq.console.labels import export_labels
+    from modq.backfill.label_export import export_labels
 
     report = export_labels(cli_settings(), since.replace(tzinfo=UTC), out_dir)
     for line in report.skipped:

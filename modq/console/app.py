@@ -25,8 +25,10 @@ from modq.console import (
     routes_auth,
     routes_health,
     routes_metrics,
+    routes_photos,
     routes_review,
     routes_search,
+    routes_shift,
 )
 from modq.console.auth import NotLoggedIn, Sessions
 from modq.console.context import HERE, Console, console_of, model_labels, redirect
@@ -115,7 +117,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         labels=model_labels(settings),
     )
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    for module in (routes_auth, routes_review, routes_search, routes_metrics, routes_health):
+    routers = (routes_auth, routes_review, routes_photos, routes_shift, routes_search,
+               routes_metrics, routes_health)  # fmt: skip
+    for module in routers:
         app.include_router(module.router)
 
     @app.exception_handler(NotLoggedIn)

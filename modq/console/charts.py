@@ -14,13 +14,19 @@ _COLOURS = ("#3b6ea5", "#c0504d", "#9bbb59", "#8064a2", "#4bacc6", "#f79646")
 
 
 def bar_chart(
-    items: Sequence[tuple[str, float]], *, unit: str = "", width: int = 560, fmt: str = "{:g}"
+    items: Sequence[tuple[str, float]],
+    *,
+    unit: str = "",
+    width: int = 560,
+    fmt: str = "{:g}",
+    floor: float = 0.0,
 ) -> Markup:
-    """Horizontal bars, one per (label, value)."""
+    """Horizontal bars, one per (label, value), scaled to the largest value or `floor`,
+    whichever is more (so 0.01 h is not drawn as a full-width bar when all are small)."""
     if not items:
         return Markup('<p class="empty">no data yet</p>')
     row, label_w = 22, 190
-    top = max((v for _, v in items), default=0.0) or 1.0
+    top = max(max((v for _, v in items), default=0.0), floor) or 1.0
     height = row * len(items) + 6
     parts = [
         f'<svg class="chart" role="img" width="{width}" height="{height}" '
@@ -29,7 +35,7 @@ def bar_chart(
     span = width - label_w - 70
     for i, (label, value) in enumerate(items):
         y = i * row + 3
-        w = max(1.0, span * value / top)
+        w = max(1.0, span * max(value, 0.0) / top)
         text = escape(fmt.format(value) + unit)
         parts.append(
             f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end">{escape(label)}</text>'

@@ -20,7 +20,8 @@ from fastapi.templating import Jinja2Templates
 
 from modq.console.auth import CurrentUser, Sessions
 from modq.domain.contract import read_contract
-from modq.domain.review import QUEUES
+from modq.domain.reasons import Reason
+from modq.domain.review import BANNED_CODES, QUEUES
 from modq.pipeline.fetch import PhotoFetcher
 from modq.policy.policy import Policy
 from modq.settings import Settings
@@ -32,6 +33,13 @@ NOTICES = {
     "logged_out": "Logged out.",
     "queue_empty": "{queue}: nothing left to review.",
     "escalated": "Escalated to a lead.",
+    "recorded": "Recorded: see “My recent decisions” (u undoes the latest).",
+    "bulk_done": "Recorded on every selected job, each as its own audited decision.",
+    "bulk_partial": (
+        "Recorded on some of the selected jobs only: the others were taken by someone else, "
+        "moved or decided meanwhile."
+    ),
+    "undone": "Undone: the job is yours again; decide it anew.",
     "not_decided": (
         "That decision was not recorded: the job is no longer yours (taken by someone else, "
         "expired or already decided). Start again from its queue."
@@ -62,6 +70,11 @@ _BIDI |= {cp: f"<U+{cp:04X}>" for cp in (0x200E, 0x200F, 0x061C)}
 def visible(value: object) -> str:
     """Seller text with its bidirectional control characters shown as code points."""
     return str(value).translate(_BIDI)
+
+
+def banned(reasons: Any) -> bool:
+    """Whether a listing's reasons suspect banned content: its thumbnails are blurred too."""
+    return any(Reason.read(r).code in BANNED_CODES for r in reasons or [])
 
 
 def segment(value: object) -> str:
@@ -111,6 +124,7 @@ def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["segment"] = segment
     templates.env.filters["visible"] = visible
+    templates.env.filters["banned"] = banned
     return templates
 
 

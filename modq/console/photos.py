@@ -21,6 +21,8 @@ from modq.pipeline.decode import decode_image
 from modq.pipeline.fetch import PhotoFetcher
 
 MAX_SIDE = 1024
+# The decode itself refuses more than `max_image_pixels`; this bounds the re-encoded answer.
+FULL_SIDE = 2048
 
 
 def listing_ref(detail: dict[str, Any] | None, index: int) -> str:
@@ -40,11 +42,23 @@ def _load(fetcher: PhotoFetcher, ref: str, max_pixels: int, resize: int) -> Imag
         raise HTTPException(404, f"photo unavailable: {exc}") from exc
 
 
-def photo_jpeg(fetcher: PhotoFetcher, ref: str, max_pixels: int) -> bytes:
-    img = _load(fetcher, ref, max_pixels, 224)
-    img.thumbnail((MAX_SIDE, MAX_SIDE))
+# size -> (the shorter side the decode keeps at least, the longest side served, JPEG quality).
+# "full" keeps every pixel up to FULL_SIDE (a phone number in a photo must be readable);
+# "view" is the job page's photo, "thumb" the queue's and seller view's.
+SIZES: dict[str, tuple[int, int, int]] = {
+    "thumb": (96, 160, 75),
+    "view": (224, MAX_SIDE, 85),
+    "full": (FULL_SIDE // 2, FULL_SIDE, 85),
+}
+
+
+def photo_jpeg(fetcher: PhotoFetcher, ref: str, max_pixels: int, size: str = "view") -> bytes:
+    """The photo re-encoded as a JPEG at `size` (a key of SIZES)."""
+    keep, longest, quality = SIZES[size]
+    img = _load(fetcher, ref, max_pixels, keep)
+    img.thumbnail((longest, longest))
     out = io.BytesIO()
-    img.convert("RGB").save(out, format="JPEG", quality=85)
+    img.convert("RGB").save(out, format="JPEG", quality=quality)
     return out.getvalue()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from modq.console.charts import bar_chart, line_chart
-from modq.console.context import console_of
+from modq.console.deps import ConsoleDep, UserDep
 from modq.store.review_metrics import (
     auto_decided_share,
     decisions_per_hour,
@@ -20,9 +20,7 @@ router = APIRouter()
 
 
 @router.get("/metrics")
-def metrics_page(request: Request) -> Response:
-    console = console_of(request)
-    user = console.sessions.require_user(request)
+def metrics_page(request: Request, console: ConsoleDep, user: UserDep) -> Response:
     engine = console.engine
     counts = queue_counts(engine)
     ages = queue_ages(engine)
@@ -35,7 +33,7 @@ def metrics_page(request: Request) -> Response:
         "median_s": median,
         "depth_chart": bar_chart([(c["title"], float(c["pending"])) for c in counts]),
         "age_chart": bar_chart(
-            [(q, ages[q] / 3600) for q in sorted(ages)], unit=" h", fmt="{:.1f}"
+            [(q, ages[q] / 3600) for q in sorted(ages)], unit=" h", fmt="{:.1f}", floor=1.0
         ),
         "hour_chart": line_chart(per_hour),
         "share_chart": bar_chart(

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from modq.console.context import console_of
+from modq.console.deps import ConsoleDep, UserDep
 from modq.domain.reasons import read_all
 from modq.domain.review import QUEUES, REJECT_REASONS
 from modq.store.review_views import SearchQuery, search
@@ -32,9 +32,7 @@ def _date(text: str, *, end: bool = False) -> datetime | None:
 
 
 @router.get("/search")
-def search_page(request: Request) -> Response:
-    console = console_of(request)
-    user = console.sessions.require_user(request)
+def search_page(request: Request, console: ConsoleDep, user: UserDep) -> Response:
     # PostgreSQL text cannot hold NUL: dropped, not a 500.
     params = {
         name: request.query_params.get(name, "").replace("\x00", "").strip()[:200]

@@ -14,8 +14,10 @@ from modq.store.schema import listing_decisions, listings, reviews, verdicts
 
 
 def settled_since(engine: Engine, since: datetime) -> list[dict[str, Any]]:
-    """Each listing's final human decision made at or after `since`, with the listing's
-    photos and the verdict it answered, oldest first."""
+    """Each listing's final human decision made at or after `since` (the latest one not taken
+    back: undo keeps `listing_decisions` so), with the moderator's note and the photos they
+    marked as not showing the reason, the listing's photos and the verdict it answered,
+    oldest first."""
     ld = listing_decisions.c
     query = (
         sa.select(
@@ -24,6 +26,8 @@ def settled_since(engine: Engine, since: datetime) -> list[dict[str, Any]]:
             ld.final_decision,
             ld.final_category,
             ld.reason_code,
+            reviews.c.note,
+            reviews.c.not_showing,
             ld.decided_by,
             ld.decided_at,
             listings.c.declared_category,

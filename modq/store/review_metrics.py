@@ -14,7 +14,11 @@ from sqlalchemy.engine import Engine
 from modq.domain.reasons import read_all
 from modq.domain.review import FINAL_DECISIONS, is_overturn
 from modq.store.database import as_utc, unavailable
-from modq.store.schema import listings, review_jobs, reviews, verdicts
+from modq.store.review_shift import undone_ids
+from modq.store.schema import UNDO, listings, review_jobs, reviews, verdicts
+
+# Metrics take the latest decision: a review an undo took back does not count, nor the undo.
+_KEPT = sa.and_(reviews.c.decision != UNDO, reviews.c.id.not_in(undone_ids()))
 
 
 def decisions_per_hour(engine: Engine, hours: int = 24) -> dict[str, list[int]]:
@@ -22,7 +26,7 @@ def decisions_per_hour(engine: Engine, hours: int = 24) -> dict[str, list[int]]:
     now = datetime.now(UTC)
     since = now - timedelta(hours=hours)
     query = sa.select(reviews.c.moderator, reviews.c.created_at).where(
-        reviews.c.created_at >= since
+        reviews.c.created_at >= since, _KEPT
     )
     out: dict[str, list[int]] = defaultdict(lambda: [0] * hours)
     with unavailable("reading decisions"), engine.connect() as conn:
@@ -38,7 +42,7 @@ def median_time_to_decision(engine: Engine, days: int = 7, sample: int = 10_000)
     query = (
         sa.select(reviews.c.created_at, verdicts.c.created_at)
         .join(verdicts, verdicts.c.id == reviews.c.verdict_id)
-        .where(reviews.c.created_at >= since, reviews.c.decision.in_(FINAL_DECISIONS))
+        .where(reviews.c.created_at >= since, reviews.c.decision.in_(FINAL_DECISIONS), _KEPT)
         .order_by(reviews.c.created_at.desc())
         .limit(sample)
     )
@@ -71,7 +75,7 @@ def overturn_rates(engine: Engine, days: int = 30) -> dict[str, list[dict[str, A
     query = (
         sa.select(reviews.c.decision, reviews.c.model_version, verdicts.c.reasons)
         .join(verdicts, verdicts.c.id == reviews.c.verdict_id)
-        .where(reviews.c.created_at >= since, reviews.c.decision.in_(FINAL_DECISIONS))
+        .where(reviews.c.created_at >= since, reviews.c.decision.in_(FINAL_DECISIONS), _KEPT)
     )
     by_reason: Counter[str] = Counter()
     over_reason: Counter[str] = Counter()

@@ -4,13 +4,13 @@ listings, the audit trail, and search over listings with machine and human decis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from modq.store.database import unavailable
+from modq.store.database import as_utc, unavailable
 from modq.store.queries import reason_code_condition
 from modq.store.schema import listing_decisions, listings, review_jobs, reviews, verdicts
 
@@ -78,6 +78,13 @@ def review_history(engine: Engine, listing_id: str) -> list[dict[str, Any]]:
     return _rows(engine, query, "reading review history")
 
 
+def review_listing_id(engine: Engine, review_id: int) -> str | None:
+    """The listing a review row is about (where an undo sends the moderator back to)."""
+    query = sa.select(reviews.c.listing_id).where(reviews.c.id == review_id)
+    with unavailable("reading a review"), engine.connect() as conn:
+        return conn.execute(query).scalar()
+
+
 def seller_listings(
     engine: Engine, seller_id: str | None, exclude: str, limit: int = 20
 ) -> list[dict[str, Any]]:
@@ -101,6 +108,7 @@ def _search_base() -> sa.Select[Any]:
         listings.c.declared_category,
         listings.c.title,
         listings.c.updated_at,
+        listings.c.images,
         v.decision,
         v.reasons,
         v.model_version,
@@ -168,17 +176,82 @@ def search(engine: Engine, q: SearchQuery) -> tuple[list[dict[str, Any]], bool]:
     return rows[:PAGE_SIZE], len(rows) > PAGE_SIZE
 
 
-def queue_page(engine: Engine, queue: str, limit: int = 50) -> list[dict[str, Any]]:
-    """The head of a queue in claim order (severity, then age), with the listings."""
+@dataclass(frozen=True)
+class QueueFilter:
+    """The queue page's filters and sort; empty fields do not filter."""
+
+    reason: str = ""
+    category: str = ""
+    model_version: str = ""
+    older_than_h: float | None = None
+    sort: str = "claim"  # "claim" (severity, then age: the claim order), "oldest", "newest"
+
+
+SORTS = ("claim", "oldest", "newest")
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    listing_id: str
+    severity: int
+    enqueued_at: datetime
+    claimed_by: str | None
+    claimed_until: datetime | None
+    declared_category: str
+    seller_id: str | None
+    title: str | None
+    model_version: str
+    has_photos: bool
+    reasons: list[Any]  # the verdict's, as stored (Reason.read them)
+
+
+def queue_page(
+    engine: Engine, queue: str, flt: QueueFilter | None = None, limit: int = PAGE_SIZE
+) -> list[QueueRow]:
+    """The head of a queue (in claim order unless sorted otherwise), with the listings."""
+    flt = flt or QueueFilter()
     j = review_jobs.c
+    conds: list[sa.ColumnElement[bool]] = [j.decided_at.is_(None), j.queue == queue]
+    if flt.reason:
+        # Asked of each job's verdict as the pending index is walked in page order (a
+        # correlated subquery): the planner cannot estimate a LIKE over JSON text and would
+        # rather scan every verdict; a queue page needs only its first matches.
+        matches = (
+            sa.select(reason_code_condition(flt.reason))
+            .where(verdicts.c.id == j.verdict_id)
+            .correlate_except(verdicts)
+            .scalar_subquery()
+        )
+        conds.append(matches.is_(True))
+    if flt.category:
+        conds.append(listings.c.declared_category == flt.category)
+    if flt.model_version:
+        conds.append(verdicts.c.model_version == flt.model_version)
+    if flt.older_than_h is not None:
+        cutoff = datetime.now(UTC) - timedelta(hours=flt.older_than_h)
+        conds.append(j.enqueued_at <= cutoff)
+    order = {
+        "claim": (j.severity.desc(), j.enqueued_at, j.listing_id),
+        "oldest": (j.enqueued_at, j.listing_id),
+        "newest": (j.enqueued_at.desc(), j.listing_id.desc()),
+    }[flt.sort if flt.sort in SORTS else "claim"]
     query = (
         sa.select(
             j.listing_id, j.severity, j.enqueued_at, j.claimed_by, j.claimed_until,
             listings.c.declared_category, listings.c.seller_id, listings.c.title,
+            verdicts.c.model_version, listings.c.images, verdicts.c.reasons,
         )
         .join(listings, listings.c.listing_id == j.listing_id)
-        .where(j.decided_at.is_(None), j.queue == queue)
-        .order_by(j.severity.desc(), j.enqueued_at, j.listing_id)
+        .join(verdicts, verdicts.c.id == j.verdict_id)
+        .where(*conds)
+        .order_by(*order)
         .limit(limit)
     )  # fmt: skip
-    return _rows(engine, query, "reading a queue")
+    with unavailable("reading a queue"), engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [
+        QueueRow(r.listing_id, r.severity, as_utc(r.enqueued_at), r.claimed_by,
+                 as_utc(r.claimed_until) if r.claimed_until else None, r.declared_category,
+                 r.seller_id, r.title, r.model_version, bool(r.images), list(r.reasons or []))
+        for r in rows
+    ]  # fmt: skip

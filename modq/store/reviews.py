@@ -10,7 +10,7 @@ listing's final decision, in one transaction, and only while the caller holds th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from modq.store.database import dialect_insert as _insert
 from modq.store.schema import listing_decisions, listings, review_jobs, reviews, verdicts
 
 _CHUNK = 1000
+MAX_NOTE = 1000
 
 
 def file_review_jobs(conn: Connection, listing_ids: Iterable[str]) -> None:
@@ -179,17 +180,26 @@ def decide(
     *,
     reason_code: str | None = None,
     new_category: str | None = None,
+    note: str | None = None,
+    not_showing: Sequence[int] = (),
 ) -> int:
     """Record `moderator`'s decision on the job they hold; returns the `reviews` row id.
 
-    Raises ReviewError when they do not hold an unexpired lease on the listing's pending job.
+    The lease is theirs while nobody else has claimed the job: a decision after it ran out is
+    accepted when the job is still theirs (they were slow, nobody took it), refused with
+    ReviewError naming who when someone else claimed it, or when it is no longer pending.
+    `not_showing`: photo indexes the moderator marked as not showing the reason (exported as
+    negatives); `note`: free text kept in the audit and the export.
     """
     if decision not in HUMAN_DECISIONS:
         raise ReviewError(f"unknown decision {decision!r}")
     if decision == "recategorise" and not new_category:
         raise ReviewError("re-categorise needs the new category")
-    if decision == "reject" and not reason_code:
-        raise ReviewError("reject needs a reason code")
+    if decision in ("reject", "escalate") and not reason_code:
+        raise ReviewError(f"{decision} needs a reason code")
+    if note is not None and len(note) > MAX_NOTE:
+        raise ReviewError(f"a note has at most {MAX_NOTE} characters")
+    marked = sorted({int(i) for i in not_showing})
     j = review_jobs.c
     now = _now()
     with unavailable("recording a decision"), engine.begin() as conn:
@@ -199,11 +209,11 @@ def decide(
             .with_for_update()
         ).first()
         if job is None or job.decided_at is not None:
-            raise ReviewError(f"listing {listing_id} has no pending review")
-        if job.claimed_by != moderator or job.claimed_until is None:
-            raise ReviewError(f"you do not hold the review of listing {listing_id}")
-        if as_utc(job.claimed_until) <= now:
-            raise ReviewError(f"your claim on listing {listing_id} expired; claim it again")
+            raise ReviewError(f"listing {listing_id} has no pending review (decided already?)")
+        if job.claimed_by is None:
+            raise ReviewError(f"listing {listing_id} was released or moved: claim it again")
+        if job.claimed_by != moderator:
+            raise ReviewError(f"listing {listing_id} is claimed by {job.claimed_by}, not you")
         if decision == "escalate" and job.queue == "escalated":
             raise ReviewError(f"listing {listing_id} is escalated already: decide it")
         verdict = conn.execute(
@@ -220,6 +230,8 @@ def decide(
                 decision=decision,
                 reason_code=reason_code if decision in ("reject", "escalate") else None,
                 new_category=new_category if decision == "recategorise" else None,
+                note=(note or "").strip() or None,
+                not_showing=marked or None,
                 model_version=verdict.model_version,
                 policy_version=verdict.policy_version,
                 created_at=now,

@@ -25,6 +25,8 @@ NAMING_CONVENTION = {
 }
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+# The review row that takes back an earlier one (never a decision a moderator picks).
+UNDO = "undo"
 
 # JSONB on PostgreSQL (indexable, compact); plain JSON text on SQLite.
 Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -251,6 +253,15 @@ review_jobs = sa.Table(
         postgresql_where=sa.text("decided_at IS NULL"),
         sqlite_where=sa.text("decided_at IS NULL"),
     ),
+    # The queue page sorted by age alone, either way (migration 0011), without a sort.
+    sa.Index(
+        "ix_review_jobs_pending_age",
+        "queue",
+        "enqueued_at",
+        "listing_id",
+        postgresql_where=sa.text("decided_at IS NULL"),
+        sqlite_where=sa.text("decided_at IS NULL"),
+    ),
     # Leases in force (the "being reviewed" counts, a moderator's own claim).
     sa.Index(
         "ix_review_jobs_leased",
@@ -275,7 +286,13 @@ reviews = sa.Table(
     sa.Column("model_version", sa.Text, nullable=False),
     sa.Column("policy_version", sa.Text, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
-    sa.CheckConstraint(_in("decision", HUMAN_DECISIONS), name="decision"),
+    # Migration 0011: the moderator's note, the photo indexes they marked as not showing the
+    # reason (negatives for the export), and for an "undo" row the review it takes back.
+    sa.Column("note", sa.Text),
+    sa.Column("not_showing", Json),
+    sa.Column("undoes", BigId, sa.ForeignKey("reviews.id")),
+    sa.CheckConstraint(_in("decision", (*HUMAN_DECISIONS, UNDO)), name="decision"),
+    sa.Index(None, "undoes"),
     sa.Index(None, "listing_id", "created_at"),
     sa.Index(None, "moderator", "created_at"),
     sa.Index(None, "created_at"),
