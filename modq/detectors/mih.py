@@ -30,52 +30,16 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 from modq.detectors.hashing import HASH_BYTES
+from modq.detectors.intrinsics import I64, U8, _popcount, _prefetch
 
 CHUNKS = 16
 MAX_INDEXED_DISTANCE = 31
 _DELTA_REBUILD = 50_000
 
-U8 = npt.NDArray[np.uint8]
-I64 = npt.NDArray[np.int64]
 Matches = tuple[I64, I64, I64]
-
-
-def _popcount_impl(typingctx: Any, x: Any) -> Any:
-    """The CPU's popcount instruction on one uint64."""
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        return builder.ctpop(args[0])
-
-    return types.uint64(types.uint64), codegen
-
-
-def _prefetch_impl(typingctx: Any, arr: Any, idx: Any) -> Any:
-    """Hint the CPU to load `arr[idx]` (a 1-d array) into cache."""
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        item = _cg.get_item_pointer(context, builder, aryty, ary, [args[1]])
-        ptr = builder.bitcast(item, ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
-        fn = _cg.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return types.void(arr, idx), codegen
-
-
-# Typed as Any: numba's intrinsic wrappers take the typing context mypy cannot see.
-_popcount: Any = intrinsic(_popcount_impl)
-_prefetch: Any = intrinsic(_prefetch_impl)
-_cg: Any = cgutils
 
 
 @njit(cache=True, inline="always")

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from modq.detectors.mih import I64, U8, _popcount, _prefetch
+from modq.detectors.intrinsics import I64, U8, _popcount, _prefetch
 
 WIDE_CHUNKS = 11
 MIN_BITS, MAX_BITS = 16, 23

@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from modq.detectors.hashing import HASH_BYTES
-from modq.detectors.mih import LAYOUTS, U8, HashIndex, _brute_force
+from modq.detectors.intrinsics import U8
+from modq.detectors.mih import LAYOUTS, HashIndex, _brute_force
 from modq.detectors.segments import Columns
 from modq.detectors.shared_index import View
 from modq.store.interface import BankStore, PhotoRows
