@@ -7,13 +7,7 @@ from fastapi import APIRouter, Request, Response
 
 from modq.console.charts import bar_chart, line_chart
 from modq.console.deps import ConsoleDep, UserDep
-from modq.store.review_metrics import (
-    auto_decided_share,
-    decisions_per_hour,
-    median_time_to_decision,
-    overturn_rates,
-    queue_ages,
-)
+from modq.store.review_metrics import decisions_per_hour, median_time_to_decision, queue_ages
 from modq.store.reviews import queue_counts
 
 router = APIRouter()
@@ -25,8 +19,10 @@ def metrics_page(request: Request, console: ConsoleDep, user: UserDep) -> Respon
     counts = queue_counts(engine)
     ages = queue_ages(engine)
     per_hour = decisions_per_hour(engine)
-    shares = auto_decided_share(engine)
-    overturns = overturn_rates(engine)
+    # The aggregates over every listing and 30 days of decisions: a snapshot (its age shown).
+    snapshot = console.metrics.get()
+    shares, overturns = snapshot.values["shares"], snapshot.values["overturns"]
+    quality = snapshot.values["quality"]
     median = median_time_to_decision(engine)
     context = {
         "counts": counts,
@@ -46,6 +42,8 @@ def metrics_page(request: Request, console: ConsoleDep, user: UserDep) -> Respon
             [(r["key"], 100 * r["rate"]) for r in overturns["model"]], unit="%", fmt="{:.0f}"
         ),
         "overturns": overturns,
+        "quality": quality,
+        "snapshot_age_s": snapshot.age_s,
         "per_hour": {m: sum(v) for m, v in per_hour.items()},
     }
     return console.render(request, "metrics.html", context, user=user)
