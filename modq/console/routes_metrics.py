@@ -38,6 +38,7 @@ def metrics_page(request: Request, console: ConsoleDep, user: UserDep) -> Respon
         "overturns": overturns,
         "quality": quality,
         "snapshot_age_s": snapshot.age_s,
+        "cache_s": console.settings.console_metrics_cache_s,
         "per_hour": {m: sum(v) for m, v in per_hour.items()},
     }
     return console.render(request, "metrics.html", context, user=user)
