@@ -148,6 +148,8 @@ class Settings(BaseSettings):
     review_lease_s: float = Field(600.0, gt=0)
     # A moderator may take back their own decision for this long (a lead, anyone's).
     console_undo_minutes: float = Field(10.0, ge=0)
+    # The metrics page's heavy aggregates are a snapshot at most this old (0: every request).
+    console_metrics_cache_s: float = Field(60.0, ge=0)
     # Lock-out: at most this many log-in attempts per name and client address in
     # `login_lockout_s`, and `login_max_per_address` per address whatever the name.
     login_max_failures: int = Field(5, ge=1)

@@ -49,7 +49,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture()
 def live(datasets_dir: Path, tmp_path: Path) -> Iterator[LiveConsole]:
-    with live_console(datasets_dir, tmp_path) as console:
+    # Metrics computed per request: the pages and screenshots show what the test just did.
+    with live_console(datasets_dir, tmp_path, console_metrics_cache_s=0) as console:
         yield console
 
 

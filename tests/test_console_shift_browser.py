@@ -11,6 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from PIL import Image
 
+from modq.store.review_quality import add_golden, answer, next_check, sample_second_reviews
 from modq.store.schema import listing_decisions, reviews
 from tests.console_server import LiveConsole
 from tests.consolekit import review_listing
@@ -190,6 +191,13 @@ def test_metrics_page_lays_out_at_1280_and_1920_px(
     page.wait_for_selector(KEYS_ON, state="attached")
     page.keyboard.press("a")
     expect(page.get_by_test_id("flash")).to_contain_text("Recorded")
+    # A blind second review and a golden check, answered: the quality tables have rows.
+    assert sample_second_reviews(live.engine, "lea", 1) == 1
+    add_golden(live.engine, "lea", "M9", "approve", None)
+    for _ in range(2):
+        item = next_check(live.engine, "mia")
+        assert item is not None
+        answer(live.engine, item.id, "mia", "approve", None)
     for width in (1280, 1920):
         page.set_viewport_size({"width": width, "height": 900})
         page.goto("/metrics")

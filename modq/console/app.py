@@ -26,12 +26,14 @@ from modq.console import (
     routes_health,
     routes_metrics,
     routes_photos,
+    routes_quality,
     routes_review,
     routes_search,
     routes_shift,
 )
 from modq.console.auth import NotLoggedIn, Sessions
 from modq.console.context import HERE, Console, console_of, model_labels, redirect
+from modq.console.metrics_cache import MetricsCache
 from modq.pipeline.fetch import PhotoFetcher
 from modq.policy.policy import Policy
 from modq.settings import Settings
@@ -102,6 +104,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.console.metrics.warm()
         yield
         app.state.console.fetcher.close()
 
@@ -115,10 +118,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         fetcher=PhotoFetcher(settings),
         policy=Policy.load(settings.policy_path),
         labels=model_labels(settings),
+        metrics=MetricsCache(engine, settings.console_metrics_cache_s),
     )
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     routers = (routes_auth, routes_review, routes_photos, routes_shift, routes_search,
-               routes_metrics, routes_health)  # fmt: skip
+               routes_metrics, routes_quality, routes_health)  # fmt: skip
     for module in routers:
         app.include_router(module.router)
 

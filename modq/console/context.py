@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from modq.console.auth import CurrentUser, Sessions
+from modq.console.metrics_cache import MetricsCache
 from modq.domain.contract import read_contract
 from modq.domain.reasons import Reason
 from modq.domain.review import BANNED_CODES, QUEUES
@@ -47,6 +48,10 @@ NOTICES = {
     "not_pending": "No pending review to move.",
     "moved": "Moved to {queue}.",
     "bank_added": "Photo added to the bank.",
+    "checked": "Answer recorded (blind: it is compared with the expected answer later).",
+    "sampled": "Decisions sampled for a blind second review.",
+    "golden_added": "Golden check added: it is served among the quality checks.",
+    "example_added": "Photo added to the policy page as an example.",
     "bank_known": "That photo is already in the bank.",
     "bank_low_quality": "Not added: the photo's PDQ quality is too low to match.",
 }
@@ -95,6 +100,7 @@ class Console:
     fetcher: PhotoFetcher
     policy: Policy
     labels: list[str]
+    metrics: MetricsCache
     templates: Jinja2Templates = field(default_factory=lambda: _templates())
 
     def render(

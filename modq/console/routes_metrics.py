@@ -7,27 +7,17 @@ from fastapi import APIRouter, Request, Response
 
 from modq.console.charts import bar_chart, line_chart
 from modq.console.deps import ConsoleDep, UserDep
-from modq.store.review_metrics import (
-    auto_decided_share,
-    decisions_per_hour,
-    median_time_to_decision,
-    overturn_rates,
-    queue_ages,
-)
-from modq.store.reviews import queue_counts
 
 router = APIRouter()
 
 
 @router.get("/metrics")
 def metrics_page(request: Request, console: ConsoleDep, user: UserDep) -> Response:
-    engine = console.engine
-    counts = queue_counts(engine)
-    ages = queue_ages(engine)
-    per_hour = decisions_per_hour(engine)
-    shares = auto_decided_share(engine)
-    overturns = overturn_rates(engine)
-    median = median_time_to_decision(engine)
+    # A snapshot at most a minute old (its age shown): the aggregates read every listing.
+    snapshot = console.metrics.get()
+    v = snapshot.values
+    counts, ages, per_hour, median = v["counts"], v["ages"], v["per_hour"], v["median"]
+    shares, overturns, quality = v["shares"], v["overturns"], v["quality"]
     context = {
         "counts": counts,
         "median_s": median,
@@ -46,6 +36,9 @@ def metrics_page(request: Request, console: ConsoleDep, user: UserDep) -> Respon
             [(r["key"], 100 * r["rate"]) for r in overturns["model"]], unit="%", fmt="{:.0f}"
         ),
         "overturns": overturns,
+        "quality": quality,
+        "snapshot_age_s": snapshot.age_s,
+        "cache_s": console.settings.console_metrics_cache_s,
         "per_hour": {m: sum(v) for m, v in per_hour.items()},
     }
     return console.render(request, "metrics.html", context, user=user)

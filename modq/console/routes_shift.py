@@ -9,7 +9,9 @@ from modq.console.context import job_url, redirect
 from modq.console.deps import ConsoleDep, Csrf, UserDep
 from modq.console.routes_review import REASON_CHOICES, listing_id_of
 from modq.domain.reasons import CODES
+from modq.domain.review import BANNED_CODES
 from modq.errors import ReviewError
+from modq.store.review_examples import examples_by_reason
 from modq.store.review_shift import renew_lease, undo
 from modq.store.review_views import review_listing_id, seller_listings
 
@@ -61,5 +63,11 @@ def policy_page(request: Request, console: ConsoleDep, user: UserDep) -> Respons
     guidance = [
         (code, info.title, info.queue, code in REASON_CHOICES) for code, info in CODES.items()
     ]
-    context = {"guidance": guidance, "text": thresholds}
+    # Thumbnails through the confined photo route; banned-content examples stay blurred.
+    context = {
+        "guidance": guidance,
+        "text": thresholds,
+        "examples": examples_by_reason(console.engine),
+        "banned_codes": BANNED_CODES,
+    }
     return console.render(request, "policy.html", context, user=user)

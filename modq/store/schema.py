@@ -314,6 +314,51 @@ listing_decisions = sa.Table(
     sa.Index(None, "decided_at"),
 )
 
+# Quality checks on human decisions (migration 0012): a lead samples a decided listing for a
+# second, blind review ("second": the expected answer is the first moderator's decision) or
+# sets a golden one ("golden": the lead's known answer). Both tables are append-only: a check
+# is never edited, its one answer is a row of its own (the primary key makes it one).
+QUALITY_KINDS: tuple[str, ...] = ("second", "golden")
+quality_checks = sa.Table(
+    "quality_checks",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("listing_id", sa.Text, sa.ForeignKey("listings.listing_id"), nullable=False),
+    sa.Column("review_id", BigId, sa.ForeignKey("reviews.id")),
+    sa.Column("expected_decision", sa.Text, nullable=False),
+    sa.Column("expected_reason", sa.Text),
+    sa.Column("first_moderator", sa.Text),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint(_in("kind", QUALITY_KINDS), name="kind"),
+    sa.CheckConstraint(_in("expected_decision", FINAL_DECISIONS), name="expected_decision"),
+    sa.Index(None, "review_id"),
+)
+quality_answers = sa.Table(
+    "quality_answers",
+    metadata,
+    sa.Column("check_id", BigId, sa.ForeignKey("quality_checks.id"), primary_key=True),
+    sa.Column("moderator", sa.Text, nullable=False),
+    sa.Column("decision", sa.Text, nullable=False),
+    sa.Column("reason_code", sa.Text),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint(_in("decision", FINAL_DECISIONS), name="decision"),
+)
+# A photo of a decided listing a lead chose as the policy page's example of a reason
+# (append-only: the page shows the latest few per reason).
+policy_examples = sa.Table(
+    "policy_examples",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("reason_code", sa.Text, nullable=False),
+    sa.Column("listing_id", sa.Text, sa.ForeignKey("listings.listing_id"), nullable=False),
+    sa.Column("photo_index", sa.Integer, nullable=False),
+    sa.Column("chosen_by", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.Index(None, "reason_code", "created_at"),
+)
+
 # Console search by seller.
 sa.Index("ix_listings_seller_id", listings.c.seller_id)
 
