@@ -23,11 +23,9 @@ from modq.store.queries import count_verdicts, list_rejected, query_verdicts
 from modq.store.verdicts import record_rejected, save_batch
 from tests.conftest import create_database, drop_database
 
-# Every table that references listings goes too (the review console's, migration 0005).
-TRUNCATE = (
-    "TRUNCATE listings, verdicts, rejected_events, review_jobs, reviews, listing_decisions "
-    "RESTART IDENTITY"
-)
+# CASCADE: every table that references listings goes too (the review console's of 0005, the
+# quality checks and policy examples of 0012, whatever comes next).
+TRUNCATE = "TRUNCATE listings, verdicts, rejected_events RESTART IDENTITY CASCADE"
 
 
 @pytest.fixture(scope="module")
