@@ -66,6 +66,14 @@ def datasets_dir() -> Path:
     return path
 
 
+@pytest.fixture
+def photo_root(tmp_path: Path) -> Path:
+    """An empty folder for a test's photos (modules with shared photos override it)."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    return root
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh database with every migration applied, dropped after the session."""

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from modq.domain.events import ListingEvent
 from modq.domain.verdicts import PhotoResult, Verdict
+from modq.store.database import make_engine, migrate
 from modq.store.verdicts import save_batch
+from tests.conftest import create_database, drop_database
 
 MODEL = "test-model-1"
 POLICY = "test-policy-1"
@@ -49,3 +53,18 @@ def review_listing(
         policy_version=POLICY,
     )
     save_batch(engine, [event], [verdict])
+
+
+@contextmanager
+def migrated_engine(backend: str, folder: Path, prefix: str) -> Iterator[Engine]:
+    """A migrated database of its own: PostgreSQL, or the SQLite file the demo falls back to."""
+    sqlite = backend == "sqlite"
+    url = f"sqlite:///{folder / f'{prefix}.db'}" if sqlite else create_database(prefix)
+    migrate(url)
+    engine = make_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        if not sqlite:
+            drop_database(url)

@@ -13,13 +13,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from modq.errors import ReviewError
-from modq.store.database import make_engine, migrate
 from modq.store.review_metrics import overturn_rates
 from modq.store.review_shift import recent_decisions, renew_lease, undo
 from modq.store.reviews import claim_next, decide
 from modq.store.schema import listing_decisions, review_jobs, reviews
-from tests.conftest import create_database, drop_database
-from tests.consolekit import review_listing
+from tests.consolekit import migrated_engine, review_listing
 
 PHOTO = Path("/nonexistent/photo.jpg")
 WINDOW = 600.0
@@ -27,14 +25,8 @@ WINDOW = 600.0
 
 @pytest.fixture(params=["postgresql", "sqlite"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    sqlite = request.param == "sqlite"
-    url = f"sqlite:///{tmp_path / 'shift.db'}" if sqlite else create_database("modq_test_shift")
-    migrate(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
-    if not sqlite:
-        drop_database(url)
+    with migrated_engine(request.param, tmp_path, "modq_test_shift") as engine:
+        yield engine
 
 
 def _expire(engine: Engine, listing_id: str) -> None:

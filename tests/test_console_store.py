@@ -12,12 +12,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from modq.errors import ReviewError
-from modq.store.database import make_engine, migrate
+from modq.store.database import migrate
 from modq.store.reviews import claim_next, decide, queue_counts, release
 from modq.store.schema import listing_decisions, review_jobs, reviews
 from modq.store.users import count_attempts, forgive_attempt, get_user, upsert_user
 from tests.conftest import create_database, drop_database
-from tests.consolekit import review_listing
+from tests.consolekit import migrated_engine, review_listing
 
 PHOTO = Path("/nonexistent/photo.jpg")
 
@@ -25,14 +25,8 @@ PHOTO = Path("/nonexistent/photo.jpg")
 @pytest.fixture(params=["postgresql", "sqlite"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """PostgreSQL, and the SQLite file the demo falls back to."""
-    sqlite = request.param == "sqlite"
-    url = f"sqlite:///{tmp_path / 'console.db'}" if sqlite else create_database("modq_test_cons")
-    migrate(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
-    if not sqlite:
-        drop_database(url)
+    with migrated_engine(request.param, tmp_path, "modq_test_cons") as engine:
+        yield engine
 
 
 def test_review_verdicts_are_routed_by_reason(engine: Engine) -> None:

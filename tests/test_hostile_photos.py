@@ -22,13 +22,6 @@ from tests.photokit import colour_jpeg
 
 
 @pytest.fixture
-def photo_root(tmp_path: Path) -> Path:
-    root = tmp_path / "photos"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
 def runtime(make_settings: Callable[..., Settings], photo_root: Path) -> Iterator[Runtime]:
     settings = make_settings(image_roots=[str(photo_root)])
     rt = Runtime.build(settings, stores=open_stores(settings.database_url))

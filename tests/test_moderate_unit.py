@@ -27,13 +27,6 @@ from tests.photokit import colour_jpeg
 
 
 @pytest.fixture
-def photo_root(tmp_path: Path) -> Path:
-    root = tmp_path / "photos"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
 def runtime(tiny_model: Path, photo_root: Path, tmp_path: Path) -> Iterator[Runtime]:
     settings = Settings(
         model_path=tiny_model,

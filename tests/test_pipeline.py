@@ -25,13 +25,6 @@ MAX_BYTES = 200_000
 
 
 @pytest.fixture
-def photo_root(tmp_path: Path) -> Path:
-    root = tmp_path / "photos"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
 def engine(pg_url: str) -> Iterator[Engine]:
     eng = make_engine(pg_url)
     yield eng

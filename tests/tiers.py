@@ -89,7 +89,9 @@ def _helpers(obj: Any) -> Iterator[types.FunctionType]:
             if inspect.isfunction(value):
                 yield value
     elif inspect.isfunction(obj):
-        yield obj
+        # A decorated helper (@contextmanager, functools.wraps) is read through to the code
+        # that was written, not the decorator's wrapper.
+        yield inspect.unwrap(obj)
 
 
 def names_used(funcs: Iterable[Callable[..., Any]]) -> set[str]:
